@@ -1,0 +1,1 @@
+"""Reading, modelling and validating configuration files."""

@@ -1,0 +1,131 @@
+"""The configuration model: what a loaded config file means.
+
+Frozen dataclasses, built only by the loader (from a file) or by the control
+commands ``add`` and ``set`` (through the same option table in
+``circusd.config.options``). Nothing here touches the system.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class Hook:
+    target: str  # dotted path of a Python callable, from the config file only
+    ignore_errors: bool = False
+
+
+@dataclass(frozen=True)
+class WatcherConfig:
+    name: str
+    cmd: str
+    args: str | tuple[str, ...] = ""
+    executable: str | None = None
+    shell: bool = False
+    shell_args: str | None = None
+    numprocesses: int = 1
+    warmup_delay: float = 0.0
+    working_dir: str | None = None
+    uid: str | int | None = None
+    gid: str | int | None = None
+    umask: int | None = None
+    env: Mapping[str, str] = EMPTY
+    copy_env: bool = False
+    copy_path: bool = False
+    virtualenv: str | None = None
+    virtualenv_py_ver: str | None = None
+    respawn: bool = True
+    autostart: bool = True
+    on_demand: bool = False
+    priority: int = 0
+    singleton: bool = False
+    graceful_timeout: float = 30.0
+    stop_signal: int = signal.SIGTERM
+    stop_children: bool = False
+    max_retry: int = 5
+    max_age: int = 0
+    max_age_variance: int = 30
+    send_hup: bool = False
+    use_sockets: bool = False
+    close_child_stdin: bool = True
+    close_child_stdout: bool = False
+    close_child_stderr: bool = False
+    stdin_socket: str | None = None
+    check_delay: float | None = None  # accepted, never a reaction time
+    check_flapping: bool = True  # accepted for compatibility, unused
+    rlimits: Mapping[str, tuple[int, int]] = EMPTY
+    stdout_stream: Mapping[str, str] = EMPTY
+    stderr_stream: Mapping[str, str] = EMPTY
+    hooks: Mapping[str, Hook] = EMPTY
+    extra: Mapping[str, str] = EMPTY  # free-form dotted keys (plugin settings)
+    source: str = ""  # "FILE:LINE" of the section, for messages
+
+    def replace(self, **changes: Any) -> WatcherConfig:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class SocketConfig:
+    name: str
+    host: str = "localhost"
+    port: int = 8080
+    family: str = "AF_INET"
+    type: str = "SOCK_STREAM"
+    proto: str | None = None
+    backlog: int = 2048
+    path: str | None = None
+    umask: int = 0o077
+    replace: bool = False
+    so_reuseport: bool = False
+    blocking: bool = False
+    interface: str | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class PluginConfig:
+    name: str
+    use: str
+    options: Mapping[str, str] = EMPTY
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class CircusConfig:
+    endpoint: str = "tcp://127.0.0.1:5555"
+    endpoint_owner: str | None = None
+    pubsub_endpoint: str = "tcp://127.0.0.1:5556"
+    stats_endpoint: str | None = None
+    multicast_endpoint: str | None = None  # off unless configured
+    statsd: bool = False
+    check_delay: float = 5.0
+    warmup_delay: float = 0.0
+    httpd: bool = False
+    httpd_host: str = "localhost"
+    httpd_port: int = 8080
+    debug: bool = False
+    debug_gc: bool = False
+    pidfile: str | None = None
+    umask: int | None = None
+    loglevel: str = "info"
+    logoutput: str = "-"
+    loggerconfig: str | None = None
+    fqdn_prefix: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    circus: CircusConfig = field(default_factory=CircusConfig)
+    watchers: tuple[WatcherConfig, ...] = ()
+    sockets: tuple[SocketConfig, ...] = ()
+    plugins: tuple[PluginConfig, ...] = ()
+    path: str | None = None  # the main file, absolute
+    environ: Mapping[str, str] = EMPTY  # [env] merged for interpolation
