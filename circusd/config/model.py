@@ -11,10 +11,11 @@ import dataclasses
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
-EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+def _empty() -> Any:
+    return field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class WatcherConfig:
     uid: str | int | None = None
     gid: str | int | None = None
     umask: int | None = None
-    env: Mapping[str, str] = EMPTY
+    env: Mapping[str, str] = _empty()
     copy_env: bool = False
     copy_path: bool = False
     virtualenv: str | None = None
@@ -61,11 +62,11 @@ class WatcherConfig:
     stdin_socket: str | None = None
     check_delay: float | None = None  # accepted, never a reaction time
     check_flapping: bool = True  # accepted for compatibility, unused
-    rlimits: Mapping[str, tuple[int, int]] = EMPTY
-    stdout_stream: Mapping[str, str] = EMPTY
-    stderr_stream: Mapping[str, str] = EMPTY
-    hooks: Mapping[str, Hook] = EMPTY
-    extra: Mapping[str, str] = EMPTY  # free-form dotted keys (plugin settings)
+    rlimits: Mapping[str, tuple[int, int]] = _empty()
+    stdout_stream: Mapping[str, str] = _empty()
+    stderr_stream: Mapping[str, str] = _empty()
+    hooks: Mapping[str, Hook] = _empty()
+    extra: Mapping[str, str] = _empty()  # free-form dotted keys (plugin settings)
     source: str = ""  # "FILE:LINE" of the section, for messages
 
     def replace(self, **changes: Any) -> WatcherConfig:
@@ -94,7 +95,7 @@ class SocketConfig:
 class PluginConfig:
     name: str
     use: str
-    options: Mapping[str, str] = EMPTY
+    options: Mapping[str, str] = _empty()
     source: str = ""
 
 
@@ -128,4 +129,4 @@ class Config:
     sockets: tuple[SocketConfig, ...] = ()
     plugins: tuple[PluginConfig, ...] = ()
     path: str | None = None  # the main file, absolute
-    environ: Mapping[str, str] = EMPTY  # [env] merged for interpolation
+    environ: Mapping[str, str] = _empty()  # [env] merged for interpolation
