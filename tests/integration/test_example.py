@@ -1,0 +1,214 @@
+"""The example deployment in examples/web, run by the real daemon.
+
+Each test copies the example to a temporary directory, gives it a free port
+instead of 8080, starts the daemon on it as a subprocess (the way a user
+does) and drives it over HTTP and with circusctl through the example's own
+`ctl` wrapper.
+
+CIRCUSD_BIN picks the daemon (default: .venv/bin/circusd); circusctl is taken
+from the same directory unless CIRCUSCTL_BIN says otherwise. Pointing both at
+.peers/circus/bin shows that the example is a valid Circus 0.19 deployment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "web"
+CIRCUSD = Path(os.environ.get("CIRCUSD_BIN", REPO / ".venv" / "bin" / "circusd"))
+CIRCUSCTL = Path(os.environ.get("CIRCUSCTL_BIN", CIRCUSD.with_name("circusctl")))
+ANSWER = re.compile(r"^hello from worker wid=(\d+) pid=(\d+)$")
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 15.0) -> T:
+    """Call probe until it returns something other than None, or fail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result is not None:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Deployment:
+    directory: Path
+    port: int
+    daemon: subprocess.Popen[bytes]
+
+    def get(self) -> tuple[int, int] | None:
+        """One request to the web workers: (wid, pid), or None if refused."""
+        url = f"http://127.0.0.1:{self.port}/"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                body = response.read().decode().strip()
+        except (urllib.error.URLError, ConnectionError):
+            return None
+        match = ANSWER.match(body)
+        assert match, f"unexpected answer from {url}: {body!r}"
+        return int(match[1]), int(match[2])
+
+    def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ, CIRCUSCTL=str(CIRCUSCTL))
+        return subprocess.run(
+            [str(self.directory / "ctl"), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+
+    def processes(self, script: str) -> list[psutil.Process]:
+        """The daemon's live children running `python3 SCRIPT`."""
+        found = []
+        for child in psutil.Process(self.daemon.pid).children():
+            try:
+                if script in child.cmdline() and child.status() != "zombie":
+                    found.append(child)
+            except psutil.NoSuchProcess:
+                continue
+        return found
+
+    def log(self) -> str:
+        return (self.directory / "daemon.log").read_text(errors="replace")
+
+
+def exited(daemon: subprocess.Popen[bytes]) -> bool | None:
+    return daemon.poll() is not None or None
+
+
+def stop_daemon(daemon: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    if daemon.poll() is not None:
+        return
+    daemon.send_signal(signal.SIGTERM)
+    try:
+        daemon.wait(timeout)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        daemon.wait(5)
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[Deployment]:
+    if not CIRCUSD.exists():
+        pytest.fail(f"no daemon at {CIRCUSD}: run `make venv` or set CIRCUSD_BIN")
+    directory = tmp_path / "web"
+    shutil.copytree(EXAMPLE, directory, ignore=shutil.ignore_patterns("var"))
+    (directory / "var").mkdir()
+    port = free_port()
+    config = directory / "circus.ini"
+    text, count = re.subn(r"(?m)^port = 8080$", f"port = {port}", config.read_text())
+    assert count == 1, "examples/web/circus.ini no longer has `port = 8080`"
+    config.write_text(text)
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIRCUS")}
+    env.pop("NOTIFY_SOCKET", None)
+    # The working directory is the copy, so that a daemon that resolves
+    # relative paths against its cwd (Circus 0.19) finds the same files as
+    # one that resolves them against the config file (circusd).
+    with open(directory / "daemon.log", "wb") as log:
+        daemon = subprocess.Popen(
+            [str(CIRCUSD), str(config)],
+            cwd=directory,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    started = Deployment(directory, port, daemon)
+    children: list[psutil.Process] = []
+    try:
+        wait_for("the web workers to answer", lambda: started.get() or exited(daemon))
+        assert daemon.poll() is None, f"daemon exited:\n{started.log()}"
+        yield started
+    finally:
+        if daemon.poll() is None:
+            children = psutil.Process(daemon.pid).children(recursive=True)
+        stop_daemon(daemon)
+        for child in children:
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
+
+
+def test_example_spreads_requests_over_web_workers(deployment: Deployment) -> None:
+    workers = {p.pid for p in deployment.processes("app.py")}
+    assert len(workers) == 3, deployment.log()
+
+    answers: set[tuple[int, int]] = set()
+    for _ in range(100):
+        answer = deployment.get()
+        assert answer is not None, "a web worker refused a connection"
+        answers.add(answer)
+        if len(answers) >= 2:
+            break
+
+    assert len({pid for _, pid in answers}) >= 2, f"only {answers} answered"
+    assert {pid for _, pid in answers} <= workers
+    assert {wid for wid, _ in answers} <= {1, 2, 3}
+
+
+def test_example_incr_adds_a_fourth_web_worker(deployment: Deployment) -> None:
+    result = deployment.ctl("incr", "web")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    wait_for("4 web workers", lambda: len(deployment.processes("app.py")) == 4 or None)
+    result = deployment.ctl("--json", "numprocesses", "web")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["numprocesses"] == 4
+
+
+def worker_log(deployment: Deployment) -> str:
+    log = deployment.directory / "var" / "worker.log"
+    return log.read_text() if log.exists() else ""
+
+
+def test_example_background_job_logs_heartbeats_to_file(
+    deployment: Deployment,
+) -> None:
+    text = wait_for(
+        "the first heartbeat",
+        lambda: worker_log(deployment) if "seq=1 " in worker_log(deployment) else None,
+    )
+    assert re.search(r"heartbeat seq=1 pid=\d+ loadavg=", text)
+
+
+def test_example_stops_every_process_on_sigterm(deployment: Deployment) -> None:
+    children = deployment.processes("app.py") + deployment.processes("worker.py")
+    assert len(children) == 4, deployment.log()
+    wait_for("the first heartbeat", lambda: "seq=1 " in worker_log(deployment) or None)
+
+    stop_daemon(deployment.daemon)
+
+    assert deployment.daemon.returncode == 0, deployment.log()
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"still running after the daemon stopped: {alive}"
+    assert "stopping signal=SIGTERM" in worker_log(deployment)
