@@ -1,0 +1,208 @@
+"""The arbiter: owns every watcher and socket, and applies configs."""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import zmq
+
+from circusd.config.interpolate import referenced_sockets
+from circusd.config.loader import load
+from circusd.config.model import Config, SocketConfig, WatcherConfig
+from circusd.errors import CommandError, Errno, NotFound
+from circusd.pubsub import Publisher
+from circusd.reaper import Reaper
+from circusd.sockets import CircusSocket
+from circusd.watcher import State, Watcher
+
+log = logging.getLogger(__name__)
+
+
+class Arbiter:
+    def __init__(self, config: Config, context: zmq.Context[Any]) -> None:
+        self.config = config
+        self.context = context
+        self.watchers: dict[str, Watcher] = {}  # keyed by lowercased name
+        self.sockets: dict[str, CircusSocket] = {}
+        self.reaper = Reaper(asyncio.get_running_loop())
+        self.publisher: Publisher | None = None
+        self.stopped = asyncio.Event()
+        self.stopping = False
+        self.reloading = asyncio.Lock()
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def bind(self) -> None:
+        """Bind sockets and the event stream; errors here stop the start."""
+        self.publisher = Publisher(self.context, self.config.circus.pubsub_endpoint)
+        for config in self.config.sockets:
+            self._add_socket(config)
+        for config in self.config.watchers:
+            self.watchers[config.name.lower()] = Watcher(config, self)
+        self.reaper.start()
+
+    def _add_socket(self, config: SocketConfig) -> None:
+        sock = CircusSocket(config)
+        sock.bind()
+        self.sockets[config.name] = sock
+
+    async def start(self) -> None:
+        first = True
+        for watcher in self.by_priority(self.watchers.values(), reverse=True):
+            if not watcher.config.autostart:
+                continue
+            if not first and self.config.circus.warmup_delay:
+                await asyncio.sleep(self.config.circus.warmup_delay)
+            first = False
+            await watcher.start()
+
+    async def stop(self) -> None:
+        """Stop every watcher, lowest priority first, then release sockets."""
+        if self.stopping:
+            await self.stopped.wait()
+            return
+        self.stopping = True
+        log.info("stopping all watchers")
+        for watcher in self.by_priority(self.watchers.values()):
+            await watcher.close()
+        for sock in self.sockets.values():
+            sock.close()
+        self.reaper.stop()
+        self.stopped.set()
+
+    # -- watchers --------------------------------------------------------------
+
+    @staticmethod
+    def by_priority(
+        watchers: Iterable[Watcher], reverse: bool = False
+    ) -> list[Watcher]:
+        ordered = sorted(watchers, key=lambda w: w.name.lower())
+        return sorted(ordered, key=lambda w: w.config.priority, reverse=reverse)
+
+    def get(self, name: Any) -> Watcher:
+        if not isinstance(name, str):
+            raise CommandError("the property 'name' must be a string")
+        watcher = self.watchers.get(name.lower())
+        if watcher is None:
+            raise NotFound(name)
+        return watcher
+
+    def match(self, pattern: str, how: str = "glob") -> list[Watcher]:
+        pattern = pattern.lower()
+        if how == "simple":
+            found = [w for key, w in self.watchers.items() if key == pattern]
+        elif how == "glob":
+            found = [
+                w
+                for key, w in self.watchers.items()
+                if fnmatch.fnmatchcase(key, pattern)
+            ]
+        elif how == "regex":
+            try:
+                regex = re.compile(pattern)
+            except re.error as exc:
+                raise CommandError(f"invalid regex {pattern!r}: {exc}") from None
+            found = [w for key, w in self.watchers.items() if regex.fullmatch(key)]
+        else:
+            raise CommandError(f"match must be simple, glob or regex, not {how!r}")
+        if not found:
+            raise NotFound(pattern)
+        return found
+
+    async def add_watcher(self, config: WatcherConfig, start: bool) -> Watcher:
+        key = config.name.lower()
+        if key in self.watchers:
+            raise CommandError(
+                f"watcher {config.name!r} already exists", Errno.COMMAND_ERROR
+            )
+        missing = referenced_sockets(config) - set(self.sockets)
+        if missing:
+            raise CommandError(f"unknown socket {sorted(missing)[0]!r}")
+        watcher = Watcher(config, self)
+        watcher.runtime_added = True
+        self.watchers[key] = watcher
+        watcher.publish("add")
+        log.info("added watcher=%s", config.name)
+        if start:
+            await watcher.start()
+        return watcher
+
+    async def remove_watcher(self, watcher: Watcher, nostop: bool = False) -> None:
+        self.watchers.pop(watcher.name.lower(), None)
+        if nostop:
+            watcher.processes.clear()  # forgotten, left running
+            watcher.state = State.STOPPED
+        await watcher.close()
+        watcher.publish("remove")
+        log.info("removed watcher=%s", watcher.name)
+
+    # -- reload ----------------------------------------------------------------
+
+    async def reload_config(self) -> None:
+        """Re-read the config file and apply only what changed.
+
+        Watchers added at runtime with ``add`` are kept (Circus drops them).
+        Changes to the [circus] section other than timing and logging need
+        a restart of circusd; they are logged and otherwise ignored.
+        """
+        async with self.reloading:
+            assert self.config.path is not None
+            new = load(self.config.path)
+            old = self.config
+            if new.circus != old.circus:
+                log.warning(
+                    "[circus] section changed; endpoint changes take "
+                    "effect when circusd restarts"
+                )
+            changed_sockets = self._reload_sockets(old, new)
+            old_watchers = {w.name.lower(): w for w in old.watchers}
+            new_watchers = {w.name.lower(): w for w in new.watchers}
+            for key in old_watchers.keys() - new_watchers.keys():
+                watcher = self.watchers.get(key)
+                if watcher is not None and not watcher.runtime_added:
+                    await self.remove_watcher(watcher)
+            self.config = new
+            for key, config in new_watchers.items():
+                watcher = self.watchers.get(key)
+                if watcher is None:
+                    watcher = Watcher(config, self)
+                    self.watchers[key] = watcher
+                    watcher.publish("add")
+                    if config.autostart:
+                        await watcher.start()
+                elif watcher.config != config:
+                    await watcher.apply_config(config)
+                elif referenced_sockets(config) & changed_sockets:
+                    await watcher.restart()
+            log.info("reloaded config path=%s", new.path)
+
+    def _reload_sockets(self, old: Config, new: Config) -> set[str]:
+        before = {s.name: s for s in old.sockets}
+        after = {s.name: s for s in new.sockets}
+        changed = {name for name in before if after.get(name) != before[name]}
+        for name in changed:
+            self.sockets.pop(name).close()
+        for name, config in after.items():
+            if name not in self.sockets:
+                self._add_socket(config)
+        return changed
+
+    async def reload_all(self, graceful: bool = True, sequential: bool = False) -> None:
+        for watcher in self.by_priority(self.watchers.values(), reverse=True):
+            await watcher.reload(graceful, sequential)
+        for watcher in self.watchers.values():
+            watcher.reopen_streams()
+
+    # -- events ------------------------------------------------------------------
+
+    def publish(self, topic: str, payload: dict[str, Any]) -> None:
+        if self.publisher is not None:
+            self.publisher.publish(topic, payload)
+
+    def numprocesses(self) -> int:
+        return sum(len(w.processes) for w in self.watchers.values())

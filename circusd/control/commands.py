@@ -1,0 +1,395 @@
+"""Every control command, dispatched through one closed table.
+
+A handler validates its properties and either answers at once (a dict) or
+returns ``Work``: a coroutine plus how to turn its result into reply fields.
+Work is awaited when the request says ``waiting``; otherwise the reply is a
+plain ok and the work goes on (its failure is logged). Validation errors are
+always reported straight away, whatever ``waiting`` says.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from circusd import stats
+from circusd.config import values
+from circusd.config.model import WatcherConfig
+from circusd.config.options import (
+    apply_watcher_option,
+    watcher_option_value,
+    watcher_options_dict,
+)
+from circusd.control.protocol import Properties
+from circusd.errors import CommandError, Errno, ValueProblem
+from circusd.streams import make_stream
+
+if TYPE_CHECKING:
+    from circusd.daemon import Daemon
+    from circusd.watcher import Watcher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Work:
+    job: Coroutine[Any, Any, Any]
+    reply: Callable[[Any], dict[str, Any]] = lambda _: {}
+
+
+Result = dict[str, Any] | Work
+Handler = Callable[["Daemon", Properties], Awaitable[Result]]
+
+
+def _info(result: Any) -> dict[str, Any]:
+    return {"info": result}
+
+
+# -- watcher lifecycle --------------------------------------------------------
+
+
+def _selected(daemon: Daemon, props: Properties) -> list[Watcher] | None:
+    name = props.text("name")
+    if name is None or name == "":
+        return None
+    return daemon.arbiter.match(name, props.text("match", "glob"))
+
+
+async def start(daemon: Daemon, props: Properties) -> Result:
+    watchers = _selected(daemon, props)
+    if watchers is None:
+        return Work(daemon.arbiter.start())
+    if len(watchers) == 1:
+        return Work(watchers[0].start(), _info)
+    return Work(_each(watchers, "start"))
+
+
+async def stop(daemon: Daemon, props: Properties) -> Result:
+    watchers = _selected(daemon, props)
+    if watchers is None:
+        watchers = daemon.arbiter.by_priority(daemon.arbiter.watchers.values())
+    if len(watchers) == 1:
+        return Work(watchers[0].stop(), lambda _: {"info": None})
+    return Work(_each(watchers, "stop"))
+
+
+async def restart(daemon: Daemon, props: Properties) -> Result:
+    watchers = _selected(daemon, props)
+    if watchers is None:
+        return Work(daemon.restart_all())
+    if len(watchers) == 1:
+        return Work(watchers[0].restart(), _info)
+    return Work(_each(watchers, "restart"))
+
+
+async def _each(watchers: list[Watcher], action: str) -> None:
+    for watcher in watchers:
+        await getattr(watcher, action)()
+
+
+async def reload(daemon: Daemon, props: Properties) -> Result:
+    graceful = props.flag("graceful", True)
+    sequential = props.flag("sequential")
+    name = props.text("name")
+    if name:
+        watcher = daemon.arbiter.get(name)
+        return Work(watcher.reload(graceful, sequential), _info)
+    return Work(daemon.arbiter.reload_all(graceful, sequential))
+
+
+async def reloadconfig(daemon: Daemon, props: Properties) -> Result:
+    return Work(daemon.reload_config())
+
+
+async def quit_(daemon: Daemon, props: Properties) -> Result:
+    return Work(daemon.shutdown())
+
+
+# -- adding, removing and changing watchers -----------------------------------
+
+# Options `add` and `set` may not carry: they would make circusd itself run
+# code named by the caller. They can only come from the config file.
+_CONFIG_FILE_ONLY = ("hooks",)
+
+
+def _apply_options(base: WatcherConfig, options: dict[str, Any]) -> WatcherConfig:
+    changes: dict[str, Any] = {}
+    for key, value in options.items():
+        if not isinstance(key, str) or key.startswith(_CONFIG_FILE_ONLY):
+            raise CommandError(f"option {key!r} can only be set in the config file")
+        try:
+            apply_watcher_option(changes, base, key, value)
+        except ValueProblem as exc:
+            raise CommandError(f"invalid option {key!r}: {exc}") from None
+    try:
+        config = base.replace(**changes)
+        if config.singleton and config.numprocesses > 1:
+            raise ValueProblem("a singleton watcher runs at most one process")
+        for which in ("stdout_stream", "stderr_stream"):
+            conf = getattr(config, which)
+            if conf and conf != getattr(base, which):
+                make_stream(conf, config.name, 1).close()  # validates and opens
+        from circusd.users import resolve
+
+        resolve(config.uid, config.gid)
+    except ValueProblem as exc:
+        raise CommandError(str(exc)) from None
+    except OSError as exc:
+        raise CommandError(f"{exc.filename}: {exc.strerror}", Errno.OS_ERROR) from None
+    return config
+
+
+async def add(daemon: Daemon, props: Properties) -> Result:
+    name = props.text("name", required=True)
+    if not name.strip() or any(c.isspace() or c == "." for c in name):
+        raise CommandError(f"invalid watcher name {name!r}: no spaces or dots")
+    cmd = props.text("cmd", required=True)
+    args = props.values.get("args", "")
+    options = props.mapping("options")
+    options = {**options, "cmd": cmd}
+    if args:
+        options["args"] = args
+    config = _apply_options(WatcherConfig(name=name, cmd=cmd), options)
+    if name.lower() in daemon.arbiter.watchers:
+        raise CommandError(f"watcher {name!r} already exists", Errno.COMMAND_ERROR)
+    should_start = props.flag("start")
+
+    def reply(watcher: Watcher) -> dict[str, Any]:
+        return {"started": watcher.pids, "kept": []} if should_start else {}
+
+    return Work(daemon.arbiter.add_watcher(config, should_start), reply)
+
+
+async def rm(daemon: Daemon, props: Properties) -> Result:
+    watcher = daemon.arbiter.get(props.text("name", required=True))
+    return Work(daemon.arbiter.remove_watcher(watcher, props.flag("nostop")))
+
+
+async def set_(daemon: Daemon, props: Properties) -> Result:
+    watcher = daemon.arbiter.get(props.text("name", required=True))
+    options = props.mapping("options", required=True)
+    config = _apply_options(watcher.config, options)
+    return Work(watcher.apply_config(config))
+
+
+async def incr(daemon: Daemon, props: Properties) -> Result:
+    return _scale(daemon, props, 1)
+
+
+async def decr(daemon: Daemon, props: Properties) -> Result:
+    return _scale(daemon, props, -1)
+
+
+def _scale(daemon: Daemon, props: Properties, sign: int) -> Result:
+    watcher = daemon.arbiter.get(props.text("name", required=True))
+    nb = props.integer("nb", 1, low=0, high=10_000)
+    if watcher.config.singleton:
+        return {"numprocesses": 1, "singleton": True}
+    target = min(max(watcher.numprocesses + sign * nb, 0), 10_000)
+    return Work(watcher.set_numprocesses(target), lambda count: {"numprocesses": count})
+
+
+# -- signals ------------------------------------------------------------------
+
+
+def _signum(value: Any) -> int:
+    try:
+        return values.signum(value)
+    except ValueProblem as exc:
+        raise CommandError(f"signal invalid: {exc}") from None
+
+
+def _own_pid(watcher: Watcher, props: Properties, key: str = "pid") -> int | None:
+    pid = props.integer(key, low=1)
+    if pid is not None and pid not in watcher.processes:
+        raise CommandError(f"process {pid} does not belong to watcher {watcher.name}")
+    return pid
+
+
+async def signal(daemon: Daemon, props: Properties) -> Result:
+    watcher = daemon.arbiter.get(props.text("name", required=True))
+    if "signum" not in props.values:
+        raise CommandError("message invalid 'signum' is missing")
+    signum = _signum(props.values["signum"])
+    pid = _own_pid(watcher, props)
+    childpid = props.integer("childpid", low=1)
+    if childpid is not None:
+        if pid is None or childpid not in _descendants(pid):
+            raise CommandError(f"process {childpid} is not a child of {pid}")
+        os.kill(childpid, signum)
+        return {}
+    watcher.send_signal(signum, pid, props.flag("children"), props.flag("recursive"))
+    return {}
+
+
+def _descendants(pid: int) -> set[int]:
+    try:
+        return {child.pid for child in psutil.Process(pid).children(recursive=True)}
+    except psutil.Error:
+        return set()
+
+
+async def kill(daemon: Daemon, props: Properties) -> Result:
+    watcher = daemon.arbiter.get(props.text("name", required=True))
+    pid = _own_pid(watcher, props)
+    signum = _signum(props.values.get("signum", watcher.config.stop_signal))
+    timeout = props.number("graceful_timeout", watcher.config.graceful_timeout)
+    targets = [watcher.processes[pid]] if pid else list(watcher.processes.values())
+    return Work(watcher.kill_processes(targets, signum, timeout))
+
+
+# -- reading ------------------------------------------------------------------
+
+
+async def status(daemon: Daemon, props: Properties) -> Result:
+    name = props.text("name")
+    if name:
+        watcher = daemon.arbiter.get(name)
+        reply: dict[str, Any] = {"status": watcher.status()}
+        if watcher.reason:
+            reply["reason"] = watcher.reason
+        return reply
+    watchers = daemon.arbiter.watchers.values()
+    reasons = {w.name: w.reason for w in watchers if w.reason}
+    result: dict[str, Any] = {"statuses": {w.name: w.status() for w in watchers}}
+    if reasons:
+        result["reasons"] = reasons
+    return result
+
+
+async def list_(daemon: Daemon, props: Properties) -> Result:
+    name = props.text("name")
+    if name:
+        return {"pids": daemon.arbiter.get(name).pids}
+    return {"watchers": sorted(daemon.arbiter.watchers)}
+
+
+async def listsockets(daemon: Daemon, props: Properties) -> Result:
+    sockets = [
+        sock.describe()
+        for sock in daemon.arbiter.sockets.values()
+        if sock.sock is not None
+    ]
+    return {"sockets": sorted(sockets, key=lambda s: s["fd"])}
+
+
+async def numprocesses(daemon: Daemon, props: Properties) -> Result:
+    name = props.text("name")
+    if name:
+        watcher = daemon.arbiter.get(name)
+        return {"numprocesses": watcher.numprocesses, "watcher_name": watcher.name}
+    return {
+        "numprocesses": sum(w.numprocesses for w in daemon.arbiter.watchers.values())
+    }
+
+
+async def numwatchers(daemon: Daemon, props: Properties) -> Result:
+    return {"numwatchers": len(daemon.arbiter.watchers)}
+
+
+async def options(daemon: Daemon, props: Properties) -> Result:
+    watcher = daemon.arbiter.get(props.text("name", required=True))
+    return {"options": watcher_options_dict(watcher.config)}
+
+
+async def get(daemon: Daemon, props: Properties) -> Result:
+    watcher = daemon.arbiter.get(props.text("name", required=True))
+    result: dict[str, Any] = {}
+    for key in props.strings("keys", required=True):
+        try:
+            result[key] = watcher_option_value(watcher.config, key)
+        except KeyError:
+            raise CommandError(f"{key!r} option not found") from None
+    return {"options": result}
+
+
+async def globaloptions(daemon: Daemon, props: Properties) -> Result:
+    circus = daemon.arbiter.config.circus
+    everything = {
+        "endpoint": circus.endpoint,
+        "pubsub_endpoint": circus.pubsub_endpoint,
+        "stats_endpoint": circus.stats_endpoint,
+        "check_delay": circus.check_delay,
+        "multicast_endpoint": circus.multicast_endpoint,
+    }
+    option = props.text("option")
+    if option:
+        if option not in everything:
+            raise CommandError(f"{option!r} option not found")
+        return {"options": {option: everything[option]}}
+    return {"options": everything}
+
+
+async def stats_(daemon: Daemon, props: Properties) -> Result:
+    name = props.text("name")
+    stats.forget_exited()
+    if not name:
+        return {
+            "infos": {
+                w.name: _watcher_stats(w) for w in daemon.arbiter.watchers.values()
+            }
+        }
+    watcher = daemon.arbiter.get(name)
+    pid = props.integer("process", low=1)
+    if pid is not None:
+        if pid not in watcher.processes:
+            raise CommandError(f"process {pid} not found in watcher {watcher.name}")
+        process = watcher.processes[pid]
+        return {
+            "process": pid,
+            "info": stats.process_info(pid, process.started, process.wid),
+        }
+    return {"name": watcher.name, "info": _watcher_stats(watcher)}
+
+
+def _watcher_stats(watcher: Watcher) -> dict[str, Any]:
+    return {
+        str(pid): stats.process_info(pid, p.started, p.wid)
+        for pid, p in watcher.processes.items()
+    }
+
+
+async def dstats(daemon: Daemon, props: Properties) -> Result:
+    return {"info": stats.process_info(os.getpid())}
+
+
+async def ipython(daemon: Daemon, props: Properties) -> Result:
+    raise CommandError(
+        "the ipython command is not supported: it would run "
+        "arbitrary code inside circusd",
+        Errno.UNKNOWN_COMMAND,
+    )
+
+
+# The closed table. A name not here is "unknown command", whatever it is.
+COMMANDS: dict[str, Handler] = {
+    "add": add,
+    "rm": rm,
+    "start": start,
+    "stop": stop,
+    "restart": restart,
+    "reload": reload,
+    "reloadconfig": reloadconfig,
+    "quit": quit_,
+    "incr": incr,
+    "decr": decr,
+    "set": set_,
+    "signal": signal,
+    "kill": kill,
+    "status": status,
+    "list": list_,
+    "listsockets": listsockets,
+    "numprocesses": numprocesses,
+    "numwatchers": numwatchers,
+    "options": options,
+    "get": get,
+    "globaloptions": globaloptions,
+    "stats": stats_,
+    "dstats": dstats,
+    "ipython": ipython,
+}

@@ -1,0 +1,116 @@
+"""The control endpoint: a ZeroMQ ROUTER answering one JSON frame per request.
+
+DEALER clients (Circus's and ours) send ``[json]`` and the ROUTER sees
+``[identity, json]``; REQ clients add an empty delimiter frame, which is
+answered in kind (Circus never answers them). Every request runs as its own
+task, so a command that waits never holds up the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import zmq
+import zmq.asyncio
+
+from circusd.control import protocol
+from circusd.control.commands import COMMANDS, Work
+from circusd.errors import CircusdError, CommandError, Errno
+
+if TYPE_CHECKING:
+    from circusd.daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+MAX_IN_FLIGHT = 1000
+
+
+class ControlServer:
+    def __init__(self, daemon: Daemon, socket: zmq.asyncio.Socket) -> None:
+        self._daemon = daemon
+        self._socket = socket
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def serve(self) -> None:
+        while True:
+            try:
+                frames = await self._socket.recv_multipart(copy=True)
+            except zmq.ZMQError as exc:
+                if exc.errno in (zmq.ETERM, zmq.ENOTSOCK):
+                    return
+                raise
+            envelope, body = self._split(frames)
+            if envelope is None:
+                log.warning("dropped message with %d frames", len(frames))
+                continue
+            if len(self._tasks) >= MAX_IN_FLIGHT:
+                await self._send(
+                    envelope,
+                    protocol.error(
+                        None, "too many requests in progress", Errno.COMMAND_ERROR
+                    ),
+                )
+                continue
+            task = asyncio.create_task(self._handle(envelope, body))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    def _split(frames: list[bytes]) -> tuple[list[bytes] | None, bytes]:
+        if len(frames) == 2:
+            return frames[:1], frames[1]
+        if len(frames) == 3 and frames[1] == b"":
+            return frames[:2], frames[2]
+        return None, b""
+
+    async def _send(self, envelope: list[bytes], reply: dict[str, Any]) -> None:
+        try:
+            await self._socket.send_multipart([*envelope, protocol.encode(reply)])
+        except zmq.ZMQError as exc:
+            log.debug("reply not sent error=%s", exc)
+
+    async def _handle(self, envelope: list[bytes], body: bytes) -> None:
+        try:
+            request = protocol.parse(body)
+        except protocol.BadRequest as exc:
+            log.info("bad request reason=%r", exc.reason)
+            await self._send(envelope, protocol.error(exc.id, exc.reason, exc.errno))
+            return
+        reply = await self._dispatch(request)
+        if not request.cast:
+            await self._send(envelope, reply)
+
+    async def _dispatch(self, request: protocol.Request) -> dict[str, Any]:
+        handler = COMMANDS.get(request.command)
+        if handler is None:
+            return protocol.error(
+                request.id,
+                f"unknown command: {request.command!r}",
+                Errno.UNKNOWN_COMMAND,
+            )
+        props = protocol.Properties(request.properties)
+        log.debug("command=%s", request.command)
+        try:
+            result = await handler(self._daemon, props)
+            if isinstance(result, Work):
+                if not props.waiting:
+                    self._daemon.background(result.job, request.command)
+                    return protocol.ok(request.id)
+                result = result.reply(await result.job)
+        except CommandError as exc:
+            return protocol.error(request.id, exc.reason, exc.errno)
+        except CircusdError as exc:
+            return protocol.error(request.id, str(exc), Errno.COMMAND_ERROR)
+        except OSError as exc:
+            return protocol.error(request.id, f"{exc.strerror or exc}", Errno.OS_ERROR)
+        except Exception:
+            log.exception("command failed command=%s", request.command)
+            return protocol.error(
+                request.id,
+                "server error: the command failed unexpectedly, see circusd's log",
+                Errno.BAD_MSG_DATA_ERROR,
+            )
+        # A single watcher's `status` replaces "ok" with its state, as in Circus.
+        return protocol.ok(request.id, result)

@@ -1,0 +1,211 @@
+"""The running daemon: endpoints, signals, and the order of start and stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Coroutine
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from circusd.arbiter import Arbiter
+from circusd.config.model import Config
+from circusd.control.protocol import MAX_MESSAGE
+from circusd.control.server import ControlServer
+from circusd.errors import CircusdError, ConfigError
+from circusd.reaper import become_subreaper
+from circusd.systemd import notify
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(CircusdError):
+    """circusd cannot start (an endpoint or socket cannot be bound)."""
+
+
+def ipc_path(endpoint: str) -> str | None:
+    return endpoint[len("ipc://") :] if endpoint.startswith("ipc://") else None
+
+
+def claim_ipc_path(path: str) -> None:
+    """Refuse to take over an ipc path another live daemon answers on;
+    remove a stale socket file left by one that died."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except FileNotFoundError:
+        return
+    except ConnectionRefusedError:
+        os.unlink(path)  # stale: nobody listens
+        return
+    except OSError as exc:
+        raise StartupError(f"cannot use endpoint path {path}: {exc.strerror}") from None
+    finally:
+        probe.close()
+    raise StartupError(f"endpoint path {path} is in use by another running process")
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.context = zmq.asyncio.Context()
+        self.arbiter: Arbiter
+        self._done = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ipc_paths: list[str] = []
+        self._control: zmq.asyncio.Socket | None = None
+        self.exit_code = 0
+
+    # -- binding -------------------------------------------------------------------
+
+    def _bind(self, kind: int, endpoint: str) -> zmq.asyncio.Socket:
+        path = ipc_path(endpoint)
+        if path is not None:
+            claim_ipc_path(path)
+        sock = self.context.socket(kind)
+        sock.linger = 0
+        if kind == zmq.ROUTER:
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
+        old_umask = os.umask(0o077) if path is not None else None
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            sock.close()
+            raise StartupError(f"cannot bind {endpoint}: {exc.strerror}") from None
+        finally:
+            if old_umask is not None:
+                os.umask(old_umask)
+        if path is not None:
+            self._ipc_paths.append(path)
+        return sock
+
+    def bind_all(self) -> None:
+        circus = self.config.circus
+        self._control = self._bind(zmq.ROUTER, circus.endpoint)
+        self.arbiter = Arbiter(self.config, self.context)
+        pubsub_path = ipc_path(circus.pubsub_endpoint)
+        if pubsub_path is not None:
+            claim_ipc_path(pubsub_path)
+            self._ipc_paths.append(pubsub_path)
+        old_umask = os.umask(0o077)
+        try:
+            self.arbiter.bind()
+        except OSError as exc:
+            raise StartupError(f"cannot bind {circus.pubsub_endpoint}: {exc}") from None
+        except zmq.ZMQError as exc:
+            raise StartupError(
+                f"cannot bind {circus.pubsub_endpoint}: {exc.strerror}"
+            ) from None
+        finally:
+            os.umask(old_umask)
+
+    # -- running ---------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        become_subreaper()
+        self.bind_all()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            loop.add_signal_handler(signum, self._on_stop_signal, signum)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+        loop.add_signal_handler(signal.SIGUSR1, self._on_usr1)
+        loop.add_signal_handler(signal.SIGUSR2, self._on_usr2)
+        loop.add_signal_handler(signal.SIGWINCH, lambda: None)
+        assert self._control is not None
+        server = asyncio.create_task(ControlServer(self, self._control).serve())
+        log.info(
+            "circusd started pid=%d endpoint=%s",
+            os.getpid(),
+            self.config.circus.endpoint,
+        )
+        notify("READY=1\nSTATUS=starting watchers")
+        self.background(self._start_watchers(), "start")
+        await self._done.wait()
+        server.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server
+        self._close()
+        return self.exit_code
+
+    async def _start_watchers(self) -> None:
+        await self.arbiter.start()
+        total = self.arbiter.numprocesses()
+        notify(
+            f"STATUS={total} processes running in {len(self.arbiter.watchers)} watchers"
+        )
+
+    def background(self, job: Coroutine[Any, Any, Any], what: str) -> None:
+        """Run work that a client did not wait for; log if it fails."""
+        task = asyncio.create_task(job)
+        self._tasks.add(task)
+
+        def done(finished: asyncio.Task[Any]) -> None:
+            self._tasks.discard(finished)
+            if not finished.cancelled() and finished.exception() is not None:
+                exc = finished.exception()
+                log.error(
+                    "%s failed: %s",
+                    what,
+                    exc,
+                    exc_info=not isinstance(exc, CircusdError),
+                )
+
+        task.add_done_callback(done)
+
+    def _on_stop_signal(self, signum: int) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        self.background(self.shutdown(), "shutdown")
+
+    def _on_hup(self) -> None:
+        log.info("received SIGHUP, reloading the config")
+        self.background(self.reload_config(), "reload")
+
+    def _on_usr1(self) -> None:
+        log.info("received SIGUSR1, reopening output files")
+        for watcher in self.arbiter.watchers.values():
+            watcher.reopen_streams()
+
+    def _on_usr2(self) -> None:
+        log.info("received SIGUSR2, ignored")
+
+    # -- commands that act on the whole daemon -----------------------------------
+
+    async def shutdown(self) -> None:
+        notify("STOPPING=1")
+        await self.arbiter.stop()
+        self._done.set()
+
+    async def reload_config(self) -> None:
+        notify("RELOADING=1")
+        try:
+            await self.arbiter.reload_config()
+        except ConfigError as exc:
+            log.error("reload rejected, keeping the running config: %s", exc)
+            raise
+        finally:
+            notify("READY=1")
+
+    async def restart_all(self) -> None:
+        """``restart`` without a name: re-read the config, restart everything."""
+        await self.reload_config()
+        for watcher in self.arbiter.by_priority(
+            self.arbiter.watchers.values(), reverse=True
+        ):
+            if watcher.config.autostart or watcher.is_running():
+                await watcher.restart()
+
+    def _close(self) -> None:
+        if self.arbiter.publisher is not None:
+            self.arbiter.publisher.close()
+        if self._control is not None:
+            self._control.close()
+        self.context.term()
+        for path in self._ipc_paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)

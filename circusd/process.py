@@ -1,0 +1,302 @@
+"""Starting one child process, and finding and signalling its whole tree."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import resource
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from circusd.config.interpolate import spawn_text
+from circusd.config.model import WatcherConfig
+from circusd.config.options import watcher_options_dict
+from circusd.errors import SpawnError, ValueProblem
+from circusd.users import Identity, user_environment
+
+log = logging.getLogger(__name__)
+
+# Variables meant for circusd only: they never reach a child.
+_PRIVATE_ENV_PREFIXES = ("LISTEN_", "NOTIFY_SOCKET", "WATCHDOG_")
+
+
+@dataclass
+class Process:
+    """One running child of a watcher."""
+
+    pid: int
+    wid: int
+    popen: subprocess.Popen[bytes]
+    started: float = field(default_factory=time.time)
+    started_monotonic: float = field(default_factory=time.monotonic)
+    stopping: bool = False  # an exit now is expected, not a crash
+
+    @property
+    def age(self) -> float:
+        return time.monotonic() - self.started_monotonic
+
+
+@dataclass(frozen=True)
+class SpawnRequest:
+    """Everything needed to start one child; built by the watcher."""
+
+    config: WatcherConfig
+    wid: int
+    identity: Identity
+    socket_fds: Mapping[str, int]  # name -> fd in circusd, kept across exec
+    stdin_fd: int | None
+    capture_stdout: bool
+    capture_stderr: bool
+
+
+def build_argv(request: SpawnRequest, env: Mapping[str, str]) -> list[str]:
+    config = request.config
+    options = watcher_options_dict(config)
+
+    def expand(template: str) -> str:
+        return spawn_text(
+            template,
+            wid=request.wid,
+            sockets=request.socket_fds,
+            env=env,
+            options=options,
+        )
+
+    try:
+        cmd = expand(config.cmd)
+        if isinstance(config.args, str):
+            args = shlex.split(expand(config.args)) if config.args else []
+        else:
+            args = [expand(arg) for arg in config.args]
+        if config.shell:
+            line = " ".join([cmd, *map(shlex.quote, args)])
+            extra = shlex.split(config.shell_args) if config.shell_args else []
+            return ["/bin/sh", "-c", line, *extra]
+        return shlex.split(cmd) + args
+    except ValueError as exc:
+        raise SpawnError(f"cannot build the command line: {exc}") from None
+
+
+def build_env(request: SpawnRequest) -> dict[str, str]:
+    config = request.config
+    env: dict[str, str] = dict(os.environ) if config.copy_env else {}
+    env.update(user_environment(request.identity))
+    env.update(config.env)
+    if config.virtualenv:
+        _add_virtualenv(env, config.virtualenv, config.virtualenv_py_ver)
+    if config.copy_path:
+        paths = [p for p in sys.path if p]
+        if env.get("PYTHONPATH"):
+            paths.insert(0, env["PYTHONPATH"])
+        env["PYTHONPATH"] = os.pathsep.join(paths)
+    for key in list(env):
+        if key.startswith(_PRIVATE_ENV_PREFIXES):
+            del env[key]
+    return env
+
+
+def _add_virtualenv(env: dict[str, str], venv: str, py_ver: str | None) -> None:
+    bin_dir = os.path.join(venv, "bin")
+    env["PATH"] = os.pathsep.join(filter(None, [bin_dir, env.get("PATH")]))
+    env["VIRTUAL_ENV"] = venv
+    lib = os.path.join(venv, "lib")
+    versions = (
+        [py_ver]
+        if py_ver
+        else sorted(name for name in _listdir(lib) if name.startswith("python"))
+    )
+    site = [os.path.join(lib, version, "site-packages") for version in versions]
+    site = [path for path in site if os.path.isdir(path)]
+    if env.get("PYTHONPATH"):
+        site.append(env["PYTHONPATH"])
+    if site:
+        env["PYTHONPATH"] = os.pathsep.join(site)
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def _rlimit_setter(
+    limits: Mapping[str, tuple[int, int]], identity: Identity
+) -> Callable[[], None]:
+    """The one place Python runs between fork and exec: only with rlimits.
+
+    Limits must be set before the uid changes (a user may not raise its own
+    hard limits), and CPython's subprocess changes the uid before calling
+    preexec_fn, so on this path the identity change is done here too, in the
+    order groups, gid, uid. circusd's event loop is single-threaded, which is
+    what makes a preexec_fn safe enough here.
+    """
+    pairs = [
+        (getattr(resource, "RLIMIT_" + name.upper()), soft, hard)
+        for name, (soft, hard) in limits.items()
+    ]
+
+    def apply() -> None:
+        for which, soft, hard in pairs:
+            resource.setrlimit(which, (soft, hard))
+        if identity.groups is not None:
+            os.setgroups(list(identity.groups))
+        if identity.gid is not None:
+            os.setresgid(identity.gid, identity.gid, identity.gid)
+        if identity.uid is not None:
+            os.setresuid(identity.uid, identity.uid, identity.uid)
+
+    return apply
+
+
+def check_rlimits(limits: Mapping[str, tuple[int, int]]) -> None:
+    """Refuse, before forking, limits that circusd itself could not set."""
+    for name, (soft, hard) in limits.items():
+        which = getattr(resource, "RLIMIT_" + name.upper())
+        _, current_hard = resource.getrlimit(which)
+        infinity = resource.RLIM_INFINITY
+        if soft != infinity and hard != infinity and soft > hard:
+            raise ValueProblem(f"rlimit_{name}: soft limit {soft} is above hard {hard}")
+        if current_hard != infinity and (hard == infinity or hard > current_hard):
+            raise ValueProblem(
+                f"rlimit_{name}: hard limit {_limit(hard)} is above circusd's own "
+                f"hard limit {current_hard}"
+            )
+
+
+def _limit(value: int) -> str:
+    return "unlimited" if value == resource.RLIM_INFINITY else str(value)
+
+
+def _resolve_program(
+    argv: list[str], env: Mapping[str, str], executable: str | None
+) -> str:
+    program = executable or argv[0]
+    if "/" in program:
+        return program
+    found = shutil.which(program, path=env.get("PATH", os.defpath))
+    return found or program
+
+
+def spawn(request: SpawnRequest) -> Process:
+    """Fork and exec one child. Raises SpawnError with the reason."""
+    config = request.config
+    identity = request.identity
+    if identity.changes and os.geteuid() != 0:
+        raise SpawnError(
+            f"cannot run as uid={identity.uid} gid={identity.gid}: "
+            "circusd is not running as root",
+            errno.EPERM,
+        )
+    env = build_env(request)
+    argv = build_argv(request, env)
+    if not argv:
+        raise SpawnError("the command is empty")
+    program = _resolve_program(argv, env, config.executable)
+    cwd = config.working_dir or os.getcwd()
+
+    kwargs: dict[str, object] = {}
+    if config.rlimits:
+        kwargs["preexec_fn"] = _rlimit_setter(config.rlimits, identity)
+    else:
+        if identity.uid is not None:
+            kwargs["user"] = identity.uid
+        if identity.gid is not None:
+            kwargs["group"] = identity.gid
+        if identity.groups is not None:
+            kwargs["extra_groups"] = list(identity.groups)
+
+    stdin: int | None = subprocess.DEVNULL if config.close_child_stdin else None
+    if request.stdin_fd is not None:
+        stdin = request.stdin_fd
+    try:
+        popen = subprocess.Popen(  # noqa: S603
+            argv,
+            executable=program,
+            stdin=stdin,
+            stdout=_output(config.close_child_stdout, request.capture_stdout),
+            stderr=_output(config.close_child_stderr, request.capture_stderr),
+            cwd=cwd,
+            env=env,
+            close_fds=True,
+            pass_fds=tuple(request.socket_fds.values()),
+            start_new_session=True,
+            umask=config.umask if config.umask is not None else -1,
+            **kwargs,  # type: ignore[arg-type]
+        )
+    except OSError as exc:
+        where = exc.filename or program
+        if exc.errno == errno.ENOENT and exc.filename == cwd:
+            where = f"working_dir {cwd}"
+        raise SpawnError(f"cannot execute {where}: {exc.strerror}", exc.errno) from None
+    except subprocess.SubprocessError as exc:
+        raise SpawnError(f"cannot set up the process: {exc}") from None
+    return Process(popen.pid, request.wid, popen)
+
+
+def _output(closed: bool, captured: bool) -> int | None:
+    if closed:
+        return subprocess.DEVNULL
+    return subprocess.PIPE if captured else None
+
+
+# -- the process tree --------------------------------------------------------
+
+
+def _proc_table() -> dict[int, tuple[int, int]]:
+    """pid -> (ppid, session id) for every process, from one read of /proc."""
+    table: dict[int, tuple[int, int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                data = handle.read()
+        except OSError:
+            continue
+        fields = data[data.rfind(b")") + 2 :].split()
+        table[int(entry.name)] = (int(fields[1]), int(fields[3]))
+    return table
+
+
+def tree(leaders: Iterable[int]) -> set[int]:
+    """The leaders and every process that descends from them or shares their
+    session, including grandchildren re-parented to circusd after their
+    parent exited. A process that both left the session and lost its parent
+    (setsid after a double fork) cannot be told apart without cgroups."""
+    table = _proc_table()
+    roots = set(leaders)
+    members = {pid for pid in roots if pid in table}
+    members |= {pid for pid, (_, sid) in table.items() if sid in roots}
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    pending = list(members)
+    while pending:
+        for child in children.get(pending.pop(), ()):
+            if child not in members:
+                members.add(child)
+                pending.append(child)
+    members.discard(os.getpid())
+    return members
+
+
+def open_pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None  # already gone
+
+
+def send_signal(pidfd: int, signum: int) -> None:
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        signal.pidfd_send_signal(pidfd, signum)

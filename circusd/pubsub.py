@@ -1,0 +1,34 @@
+"""The event stream: a ZeroMQ PUB socket with ``watcher.<name>.<event>`` topics."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import zmq
+
+log = logging.getLogger(__name__)
+
+# A subscriber that cannot keep up loses events instead of growing memory.
+SEND_HWM = 10_000
+
+
+class Publisher:
+    def __init__(self, context: zmq.Context[Any], endpoint: str) -> None:
+        self.endpoint = endpoint
+        self._socket = context.socket(zmq.PUB)
+        self._socket.linger = 0
+        self._socket.sndhwm = SEND_HWM
+        self._socket.bind(endpoint)
+
+    def publish(self, topic: str, payload: dict[str, Any]) -> None:
+        try:
+            self._socket.send_multipart(
+                [topic.encode(), json.dumps(payload).encode()], flags=zmq.NOBLOCK
+            )
+        except zmq.Again:
+            log.debug("event dropped topic=%s", topic)
+
+    def close(self) -> None:
+        self._socket.close()

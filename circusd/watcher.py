@@ -1,0 +1,613 @@
+"""A watcher: a named group of identical processes kept at ``numprocesses``.
+
+Every operation that changes a watcher (start, stop, reload, scaling, a new
+config) runs under the watcher's own lock, so commands queue behind each
+other instead of being refused, and one slow watcher never delays another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import random
+import signal
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from circusd import process as proc
+from circusd.config.interpolate import referenced_sockets
+from circusd.config.model import WatcherConfig
+from circusd.errors import SpawnError, ValueProblem
+from circusd.hooks import Hooks
+from circusd.reaper import describe_exit, exit_code
+from circusd.restart import RestartPolicy
+from circusd.streams import PipeReader, Stream, make_stream
+from circusd.users import Identity, resolve
+
+if TYPE_CHECKING:
+    from circusd.arbiter import Arbiter
+
+log = logging.getLogger(__name__)
+
+KILL_WAIT = 5.0  # how long to wait for SIGKILLed processes to vanish
+
+
+class State(enum.StrEnum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    ACTIVE = "active"
+    STOPPING = "stopping"
+    FAILED = "failed"
+
+
+def topic_name(name: str) -> str:
+    return name.lower().replace(" ", "_")
+
+
+class Watcher:
+    def __init__(self, config: WatcherConfig, arbiter: Arbiter) -> None:
+        self.arbiter = arbiter
+        self.config = config
+        self.identity: Identity = resolve(config.uid, config.gid)
+        self.hooks = Hooks(config.hooks)
+        self.state = State.STOPPED
+        self.reason: str | None = None  # why it failed, for `status`
+        self.processes: dict[int, proc.Process] = {}
+        self.lock = asyncio.Lock()
+        self.policy = RestartPolicy(config.max_retry)
+        self.runtime_added = False
+        self._streams: dict[int, Stream] = {}
+        self._readers: dict[int, list[PipeReader]] = {}
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._respawn: asyncio.TimerHandle | None = None
+        self._fill_task: asyncio.Task[None] | None = None
+        self._exited: dict[int, asyncio.Future[None]] = {}
+        self._open_streams()
+
+    # -- properties ------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def numprocesses(self) -> int:
+        return self.config.numprocesses
+
+    @property
+    def pids(self) -> list[int]:
+        return sorted(self.processes)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    def is_running(self) -> bool:
+        return self.state in (State.STARTING, State.ACTIVE)
+
+    # -- events ------------------------------------------------------------------
+
+    def publish(self, event: str, **payload: Any) -> None:
+        payload["time"] = time.time()
+        self.arbiter.publish(f"watcher.{topic_name(self.name)}.{event}", payload)
+
+    # -- configuration ---------------------------------------------------------
+
+    def _open_streams(self) -> None:
+        for which, conf in (
+            (1, self.config.stdout_stream),
+            (2, self.config.stderr_stream),
+        ):
+            if conf:
+                try:
+                    self._streams[which] = make_stream(conf, self.name, which)
+                except OSError as exc:
+                    raise ValueProblem(
+                        f"cannot open output file {exc.filename}: {exc.strerror}"
+                    ) from None
+
+    def _close_streams(self) -> None:
+        for stream in self._streams.values():
+            stream.close()
+        self._streams.clear()
+
+    def reopen_streams(self) -> None:
+        for stream in self._streams.values():
+            stream.reopen()
+
+    async def apply_config(self, config: WatcherConfig) -> None:
+        """Take a new config; restart the processes if it changes them."""
+        async with self.lock:
+            old = self.config
+            identity = resolve(config.uid, config.gid)
+            hooks = Hooks(config.hooks)
+            only_scale = (
+                old.replace(
+                    numprocesses=config.numprocesses, singleton=config.singleton
+                )
+                == config
+            )
+            only_runtime = _needs_no_restart(old, config)
+            if config.stdout_stream != old.stdout_stream or (
+                config.stderr_stream != old.stderr_stream
+            ):
+                only_runtime = False
+            self.config, self.identity, self.hooks = config, identity, hooks
+            self.policy.max_retry = config.max_retry
+            self.publish("updated")
+            if only_scale or only_runtime:
+                if self.is_running():
+                    self._schedule_fill()
+                return
+            self._close_streams()
+            self._open_streams()
+            if self.is_running():
+                await self._replace_all()
+
+    # -- start and stop --------------------------------------------------------
+
+    async def start(self) -> dict[str, list[int]]:
+        async with self.lock:
+            return await self._start()
+
+    async def _start(self) -> dict[str, list[int]]:
+        before = set(self.processes)
+        if self.is_running():
+            return {"started": [], "kept": sorted(before)}
+        self.policy.reset()
+        self.reason = None
+        if not self.hooks.run("before_start", self, self.arbiter):
+            log.warning("start cancelled by hook watcher=%s", self.name)
+            return {"started": [], "kept": []}
+        self.state = State.STARTING
+        log.info("starting watcher=%s numprocesses=%d", self.name, self.numprocesses)
+        await self._fill()
+        if self.state is State.STARTING:
+            self.state = State.ACTIVE
+            self.publish("start")
+            self.hooks.run("after_start", self, self.arbiter)
+        after = set(self.processes)
+        return {"started": sorted(after - before), "kept": sorted(after & before)}
+
+    async def stop(self) -> list[int]:
+        async with self.lock:
+            return await self._stop()
+
+    async def _stop(self, *, final_state: State = State.STOPPED) -> list[int]:
+        self._cancel_respawn()
+        if self.state is State.STOPPED and not self.processes:
+            return []
+        self.hooks.run("before_stop", self, self.arbiter)
+        self.state = State.STOPPING
+        stopped = self.pids
+        await self.kill_processes(
+            list(self.processes.values()), self.config.stop_signal
+        )
+        self.state = final_state
+        self.publish("stop")
+        self.hooks.run("after_stop", self, self.arbiter)
+        log.info("stopped watcher=%s", self.name)
+        return stopped
+
+    async def restart(self) -> dict[str, list[int]]:
+        async with self.lock:
+            stopped = await self._stop()
+            result = await self._start()
+            return {"stopped": stopped, **result}
+
+    async def reload(
+        self, graceful: bool = True, sequential: bool = False
+    ) -> dict[str, list[int]]:
+        async with self.lock:
+            if not self.is_running():
+                return {"stopped": [], "started": [], "kept": []}
+            if self.config.send_hup:
+                for process in list(self.processes.values()):
+                    self._signal_one(process, signal.SIGHUP)
+                self.publish("reload")
+                return {"stopped": [], "started": [], "kept": self.pids}
+            if not graceful:
+                stopped = await self._stop()
+                result = await self._start()
+                return {"stopped": stopped, **result}
+            result = await self._replace_all(sequential)
+            self.publish("reload")
+            return result
+
+    async def _replace_all(self, sequential: bool = False) -> dict[str, list[int]]:
+        """Replace every process: new ones first, then the old ones stop."""
+        old = list(self.processes.values())
+        for process in old:
+            process.stopping = True
+        started: list[int] = []
+        if sequential:
+            for process in old:
+                await self.kill_processes([process], self.config.stop_signal)
+                started += await self._spawn_batch(1)
+        else:
+            started = await self._spawn_batch(self.numprocesses)
+            await self.kill_processes(old, self.config.stop_signal)
+        return {"stopped": [p.pid for p in old], "started": started, "kept": []}
+
+    # -- scaling -----------------------------------------------------------------
+
+    async def set_numprocesses(self, count: int) -> int:
+        async with self.lock:
+            if self.config.singleton:
+                count = min(count, 1)
+            self.config = self.config.replace(numprocesses=max(count, 0))
+            if self.is_running():
+                await self._fill()
+            return self.numprocesses
+
+    def _schedule_fill(self, delay: float = 0.0) -> None:
+        if delay > 0:
+            self._cancel_respawn()
+            self._respawn = self.loop.call_later(delay, self._schedule_fill)
+            return
+        self._respawn = None
+        if self._fill_task is None or self._fill_task.done():
+            self._fill_task = self.loop.create_task(self._fill())
+
+    def _cancel_respawn(self) -> None:
+        if self._respawn is not None:
+            self._respawn.cancel()
+            self._respawn = None
+
+    async def _fill(self) -> None:
+        """Bring the running processes to ``numprocesses``: spawn or trim."""
+        surplus = [p for p in self.processes.values() if not p.stopping]
+        extra = len(surplus) - self.numprocesses
+        if extra > 0:
+            oldest = sorted(surplus, key=lambda p: p.started_monotonic)[:extra]
+            await self.kill_processes(oldest, self.config.stop_signal)
+            return
+        await self._spawn_batch(-extra)
+
+    async def _spawn_batch(self, count: int) -> list[int]:
+        started: list[int] = []
+        for index in range(count):
+            if index and self.config.warmup_delay:
+                await asyncio.sleep(self.config.warmup_delay)
+            if not self.is_running() or self._respawn is not None:
+                break  # stopped meanwhile, or backing off after a failure
+            live = sum(1 for p in self.processes.values() if not p.stopping)
+            if live >= self.numprocesses:
+                break
+            pid = self.spawn_one()
+            if pid is None:
+                break
+            started.append(pid)
+        return started
+
+    def _free_wid(self) -> int:
+        used = {p.wid for p in self.processes.values()}
+        wid = 1
+        while wid in used:
+            wid += 1
+        return wid
+
+    def spawn_one(self) -> int | None:
+        """Start one process now; on failure apply the restart policy."""
+        wid = self._free_wid()
+        if not self.hooks.run("before_spawn", self, self.arbiter):
+            return None
+        extra_fds: list[int] = []
+        try:
+            request = self._spawn_request(wid, extra_fds)
+            process = proc.spawn(request)
+        except (SpawnError, ValueProblem, OSError) as exc:
+            reason = getattr(exc, "reason", None) or str(exc)
+            self._failed_to_start(reason)
+            return None
+        finally:
+            for fd in extra_fds:
+                os.close(fd)
+        self.processes[process.pid] = process
+        self.arbiter.reaper.watch(process.pid, self._on_exit)
+        self._attach_pipes(process)
+        self._arm_max_age(process)
+        log.info("spawned watcher=%s wid=%d pid=%d", self.name, wid, process.pid)
+        self.publish("spawn", process_pid=process.pid)
+        self.hooks.run("after_spawn", self, self.arbiter, pid=process.pid)
+        return process.pid
+
+    def _spawn_request(self, wid: int, extra_fds: list[int]) -> proc.SpawnRequest:
+        config = self.config
+        sockets = self.arbiter.sockets
+        names = set(sockets) if config.use_sockets else referenced_sockets(config)
+        fds: dict[str, int] = {}
+        for name in sorted(names):
+            sock = sockets.get(name)
+            if sock is None:
+                raise ValueProblem(f"socket {name!r} is not defined")
+            if sock.config.so_reuseport:
+                own = sock.make_bound(reuseport=True)
+                fds[name] = own.detach()
+                extra_fds.append(fds[name])
+            else:
+                fds[name] = sock.fileno
+        stdin_fd = None
+        if config.stdin_socket:
+            stdin_fd = sockets[config.stdin_socket].fileno
+        return proc.SpawnRequest(
+            config=config,
+            wid=wid,
+            identity=self.identity,
+            socket_fds=fds,
+            stdin_fd=stdin_fd,
+            capture_stdout=1 in self._streams,
+            capture_stderr=2 in self._streams,
+        )
+
+    def _failed_to_start(self, reason: str) -> None:
+        delay = self.policy.record_exit(None)
+        self.reason = reason
+        if delay is None:
+            self._give_up(f"{reason} ({self.policy.failures} attempts)")
+            return
+        log.warning(
+            "spawn failed watcher=%s reason=%r retry_in=%.2fs",
+            self.name,
+            reason,
+            max(delay, proc_retry_floor()),
+        )
+        self._schedule_fill(max(delay, proc_retry_floor()))
+
+    def _give_up(self, reason: str) -> None:
+        self.reason = reason
+        log.error("gave up watcher=%s reason=%r", self.name, reason)
+        self._cancel_respawn()
+        self.state = State.FAILED
+        self.publish("failed", reason=reason)
+        if self.processes:
+            self.loop.create_task(self._stop_after_failure())
+
+    async def _stop_after_failure(self) -> None:
+        async with self.lock:
+            if self.state is State.FAILED:
+                await self._stop(final_state=State.FAILED)
+
+    def _attach_pipes(self, process: proc.Process) -> None:
+        readers = []
+        for which, pipe in ((1, process.popen.stdout), (2, process.popen.stderr)):
+            if pipe is None:
+                continue
+            fd = os.dup(pipe.fileno())
+            pipe.close()
+            readers.append(PipeReader(self.loop, fd, self._streams[which], process.pid))
+        process.popen.stdout = process.popen.stderr = None
+        if readers:
+            self._readers[process.pid] = readers
+
+    def _arm_max_age(self, process: proc.Process) -> None:
+        if not self.config.max_age:
+            return
+        age = self.config.max_age + random.randint(0, self.config.max_age_variance)
+        self._timers[process.pid] = self.loop.call_later(
+            age, lambda: self.loop.create_task(self._expire(process))
+        )
+
+    async def _expire(self, process: proc.Process) -> None:
+        if process.pid not in self.processes or process.stopping:
+            return
+        log.info("max_age reached watcher=%s pid=%d", self.name, process.pid)
+        process.stopping = True
+        if self.is_running():
+            await self._spawn_batch(1)
+        await self.kill_processes([process], self.config.stop_signal)
+
+    # -- exits -------------------------------------------------------------------
+
+    def _on_exit(self, pid: int, status: int) -> None:
+        process = self.processes.pop(pid, None)
+        if process is None:
+            return
+        process.popen.returncode = exit_code(status)
+        for reader in self._readers.pop(pid, []):
+            reader.drain()
+        timer = self._timers.pop(pid, None)
+        if timer is not None:
+            timer.cancel()
+        self.hooks.run("before_reap", self, self.arbiter, pid=pid)
+        self.publish("reap", process_pid=pid, exit_code=exit_code(status))
+        self.hooks.run("after_reap", self, self.arbiter, pid=pid)
+        waiter = self._exited.pop(pid, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if process.stopping or not self.is_running():
+            log.debug(
+                "reaped watcher=%s pid=%d %s", self.name, pid, describe_exit(status)
+            )
+            return
+        self._unexpected_exit(process, status)
+
+    def _unexpected_exit(self, process: proc.Process, status: int) -> None:
+        what = describe_exit(status)
+        log.warning(
+            "process exited watcher=%s pid=%d %s uptime=%.1fs",
+            self.name,
+            process.pid,
+            what,
+            process.age,
+        )
+        if not self.config.respawn:
+            if not self.processes:
+                self.state = State.STOPPED
+                self.publish("stop")
+            return
+        delay = self.policy.record_exit(process.age)
+        if delay is None:
+            self._give_up(f"{what} {self.policy.failures} times in a row")
+            return
+        self.reason = what if delay else None
+        self._schedule_fill(delay)
+
+    # -- signals -------------------------------------------------------------------
+
+    def _signal_one(self, process: proc.Process, signum: int) -> None:
+        try:
+            os.kill(process.pid, signum)
+        except ProcessLookupError:
+            return
+        self.publish("kill", process_pid=process.pid)
+
+    def send_signal(
+        self,
+        signum: int,
+        pid: int | None = None,
+        children: bool = False,
+        recursive: bool = False,
+    ) -> None:
+        """The ``signal`` command: one process, all, or their descendants."""
+        targets = (
+            [self.processes[pid]] if pid is not None else list(self.processes.values())
+        )
+        self.hooks.run("before_signal", self, self.arbiter, signum=signum)
+        for process in targets:
+            if children or recursive:
+                members = proc.tree([process.pid]) - {process.pid}
+                if not recursive:
+                    members = {m for m in members if _parent(m) == process.pid}
+                for member in members:
+                    _kill(member, signum)
+            if not children or recursive:
+                self._signal_one(process, signum)
+        self.hooks.run("after_signal", self, self.arbiter, signum=signum)
+
+    async def kill_processes(
+        self,
+        processes: list[proc.Process],
+        signum: int,
+        graceful_timeout: float | None = None,
+    ) -> None:
+        """Stop processes and everything they started, then wait until gone.
+
+        The leaders get ``signum`` (their whole tree too with stop_children);
+        whatever of the tree is left after graceful_timeout gets SIGKILL.
+        """
+        if not processes:
+            return
+        timeout = (
+            self.config.graceful_timeout
+            if graceful_timeout is None
+            else graceful_timeout
+        )
+        for process in processes:
+            process.stopping = True
+        leaders = [p.pid for p in processes]
+        members = proc.tree(leaders)
+        pidfds = {pid: fd for pid in members if (fd := proc.open_pidfd(pid))}
+        try:
+            for process in processes:
+                self._signal_one(process, signum)
+            if self.config.stop_children:
+                for pid, fd in pidfds.items():
+                    if pid not in leaders:
+                        proc.send_signal(fd, signum)
+            if await self._wait_gone(pidfds, timeout):
+                return
+            leftover = proc.tree(leaders) | set(pidfds)
+            for pid in leftover - set(pidfds):
+                if (fd := proc.open_pidfd(pid)) is not None:
+                    pidfds[pid] = fd
+            log.warning(
+                "graceful_timeout expired, killing watcher=%s pids=%s",
+                self.name,
+                sorted(pidfds),
+            )
+            for fd in pidfds.values():
+                proc.send_signal(fd, signal.SIGKILL)
+            if not await self._wait_gone(pidfds, KILL_WAIT):
+                log.error(
+                    "processes survived SIGKILL watcher=%s pids=%s",
+                    self.name,
+                    sorted(pidfds),
+                )
+        finally:
+            for fd in pidfds.values():
+                os.close(fd)
+
+    async def _wait_gone(self, pidfds: dict[int, int], timeout: float) -> bool:
+        """Wait until every pidfd reports an exit; drop those that did."""
+        loop = self.loop
+        pending: dict[int, asyncio.Future[None]] = {}
+        for pid, fd in pidfds.items():
+            future: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(fd, _resolve_once(future))
+            pending[pid] = future
+        try:
+            if pending:
+                await asyncio.wait(pending.values(), timeout=timeout)
+        finally:
+            for fd in pidfds.values():
+                loop.remove_reader(fd)
+        for pid, future in pending.items():
+            if future.done():
+                os.close(pidfds.pop(pid))
+        # An exited leader may still be waiting to be reaped: let the reaper
+        # run so that "stopped" also means every exit was seen.
+        for pid in [p for p in self.processes if p in pending and pending[p].done()]:
+            waiter = self._exited.setdefault(pid, loop.create_future())
+            await asyncio.wait([waiter], timeout=1.0)
+        return not pidfds
+
+    # -- information -------------------------------------------------------------
+
+    def status(self) -> str:
+        return self.state.value
+
+    def info(self) -> Mapping[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status(),
+            "pids": self.pids,
+            "reason": self.reason,
+        }
+
+    async def close(self) -> None:
+        """Stop for good (``rm``) and release files."""
+        async with self.lock:
+            await self._stop()
+            self._close_streams()
+
+
+def _needs_no_restart(old: WatcherConfig, new: WatcherConfig) -> bool:
+    from circusd.config.options import WATCHER_OPTIONS
+
+    for name, option in WATCHER_OPTIONS.items():
+        if option.restarts and getattr(old, name) != getattr(new, name):
+            return False
+    return old.rlimits == new.rlimits and old.hooks == new.hooks
+
+
+def _resolve_once(future: asyncio.Future[None]) -> Callable[[], None]:
+    def done() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    return done
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    return int(data[data.rfind(b")") + 2 :].split()[1])
+
+
+def _kill(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def proc_retry_floor() -> float:
+    """Spawn failures are never retried faster than this, even the first one."""
+    return 0.1
