@@ -117,7 +117,9 @@ def signum(value: Any) -> int:
     else:
         raise ValueProblem(f"expected a signal name or number, got {value!r}")
     if not 1 <= number_ <= signal.SIGRTMAX:
-        raise ValueProblem(f"expected a signal number 1..{signal.SIGRTMAX}, got {value!r}")
+        raise ValueProblem(
+            f"expected a signal number 1..{signal.SIGRTMAX}, got {value!r}"
+        )
     return number_
 
 
