@@ -508,6 +508,8 @@ class Watcher:
                 for pid, fd in pidfds.items():
                     if pid not in leaders:
                         proc.send_signal(fd, signum)
+            for fd in pidfds.values():
+                proc.send_signal(fd, signal.SIGCONT)  # a stopped process must see it
             if await self._wait_gone(pidfds, timeout):
                 return
             leftover = proc.tree(leaders) | set(pidfds)
