@@ -56,6 +56,9 @@ class Arbiter:
         for watcher in self.by_priority(self.watchers.values(), reverse=True):
             if not watcher.config.autostart:
                 continue
+            if watcher.config.on_demand:
+                watcher.start_on_demand()
+                continue
             if not first and self.config.circus.warmup_delay:
                 await asyncio.sleep(self.config.circus.warmup_delay)
             first = False

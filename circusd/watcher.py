@@ -65,6 +65,7 @@ class Watcher:
         self._respawn: asyncio.TimerHandle | None = None
         self._fill_task: asyncio.Task[None] | None = None
         self._exited: dict[int, asyncio.Future[None]] = {}
+        self._demand_fds: list[int] = []
         self._open_streams()
 
     # -- properties ------------------------------------------------------------
@@ -172,12 +173,37 @@ class Watcher:
         after = set(self.processes)
         return {"started": sorted(after - before), "kept": sorted(after & before)}
 
+    def start_on_demand(self) -> None:
+        """Start when one of the watcher's sockets has a connection waiting."""
+        fds = [self.arbiter.sockets[name].fileno
+               for name in referenced_sockets(self.config)
+               if name in self.arbiter.sockets]
+        if not fds:
+            log.warning("on_demand needs a socket watcher=%s; starting now", self.name)
+            self.loop.create_task(self.start())
+            return
+
+        def demanded() -> None:
+            self._cancel_demand()
+            log.info("connection waiting, starting watcher=%s", self.name)
+            self.loop.create_task(self.start())
+
+        self._demand_fds = fds
+        for fd in fds:
+            self.loop.add_reader(fd, demanded)
+
+    def _cancel_demand(self) -> None:
+        for fd in self._demand_fds:
+            self.loop.remove_reader(fd)
+        self._demand_fds = []
+
     async def stop(self) -> list[int]:
         async with self.lock:
             return await self._stop()
 
     async def _stop(self, *, final_state: State = State.STOPPED) -> list[int]:
         self._cancel_respawn()
+        self._cancel_demand()
         if self.state is State.STOPPED and not self.processes:
             return []
         self.hooks.run("before_stop", self, self.arbiter)

@@ -432,3 +432,21 @@ def test_output_is_written_byte_for_byte(start_daemon, workdir: Path):
         """)
     wait_for(lambda: log.exists() and log.stat().st_size >= 6, what="output")
     assert log.read_bytes() == b"a\xc3\xa9b\xff\n"
+
+
+def test_on_demand_watcher_starts_at_the_first_connection(start_daemon):
+    import socket
+
+    daemon = start_daemon("""
+        [socket:web]
+        host = 127.0.0.1
+        port = 0
+
+        [watcher:lazy]
+        cmd = sleep 300 $(circus.sockets.web)
+        on_demand = True
+        """)
+    assert daemon.pids("lazy") == []
+    port = daemon.ok("listsockets")["sockets"][0]["port"]
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        wait_for(lambda: len(daemon.pids("lazy")) == 1, what="on-demand start")
