@@ -20,6 +20,12 @@ import socket
 import sys
 
 
+def say(line: str) -> None:
+    """One line on stderr (which circusd collects), in a single write."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     server_version = "circusd-example"
     wid = "?"
@@ -34,8 +40,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:
-        # One line per request on stderr, which circusd collects.
-        sys.stderr.write(f"wid={self.wid} pid={os.getpid()} {format % args}\n")
+        say(f"wid={self.wid} pid={os.getpid()} {format % args}")
 
 
 def serve(listener: socket.socket, wid: str) -> None:
@@ -73,7 +78,7 @@ def serve(listener: socket.socket, wid: str) -> None:
             except Exception:
                 server.handle_error(conn, address)
                 server.shutdown_request(conn)
-    print(f"stopping wid={wid} pid={os.getpid()}", file=sys.stderr, flush=True)
+    say(f"stopping wid={wid} pid={os.getpid()}")
 
 
 def main() -> None:
@@ -82,11 +87,7 @@ def main() -> None:
     parser.add_argument("--wid", default="?", help="worker id, for the answers")
     options = parser.parse_args()
     listener = socket.socket(fileno=options.fd)
-    print(
-        f"serving wid={options.wid} pid={os.getpid()} on {listener.getsockname()}",
-        file=sys.stderr,
-        flush=True,
-    )
+    say(f"serving wid={options.wid} pid={os.getpid()} on {listener.getsockname()}")
     serve(listener, options.wid)
 
 

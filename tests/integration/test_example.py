@@ -19,35 +19,22 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import psutil
 import pytest
+
+from tests.conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "web"
 CIRCUSD = Path(os.environ.get("CIRCUSD_BIN", REPO / ".venv" / "bin" / "circusd"))
 CIRCUSCTL = Path(os.environ.get("CIRCUSCTL_BIN", CIRCUSD.with_name("circusctl")))
 ANSWER = re.compile(r"^hello from worker wid=(\d+) pid=(\d+)$")
-T = TypeVar("T")
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 15.0) -> T:
-    """Call probe until it returns something other than None, or fail."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result is not None:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def free_port() -> int:
@@ -99,8 +86,8 @@ class Deployment:
         return (self.directory / "daemon.log").read_text(errors="replace")
 
 
-def exited(daemon: subprocess.Popen[bytes]) -> bool | None:
-    return daemon.poll() is not None or None
+def exited(daemon: subprocess.Popen[bytes]) -> bool:
+    return daemon.poll() is not None
 
 
 def stop_daemon(daemon: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
@@ -145,7 +132,7 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
     started = Deployment(directory, port, daemon)
     children: list[psutil.Process] = []
     try:
-        wait_for("the web workers to answer", lambda: started.get() or exited(daemon))
+        wait_for(lambda: started.get() or exited(daemon), what="web workers answering")
         assert daemon.poll() is None, f"daemon exited:\n{started.log()}"
         yield started
     finally:
@@ -180,7 +167,7 @@ def test_example_incr_adds_a_fourth_web_worker(deployment: Deployment) -> None:
     result = deployment.ctl("incr", "web")
     assert result.returncode == 0, result.stdout + result.stderr
 
-    wait_for("4 web workers", lambda: len(deployment.processes("app.py")) == 4 or None)
+    wait_for(lambda: len(deployment.processes("app.py")) == 4, what="4 web workers")
     result = deployment.ctl("--json", "numprocesses", "web")
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout)["numprocesses"] == 4
@@ -194,21 +181,19 @@ def worker_log(deployment: Deployment) -> str:
 def test_example_background_job_logs_heartbeats_to_file(
     deployment: Deployment,
 ) -> None:
-    text = wait_for(
-        "the first heartbeat",
-        lambda: worker_log(deployment) if "seq=1 " in worker_log(deployment) else None,
-    )
-    assert re.search(r"heartbeat seq=1 pid=\d+ loadavg=", text)
+    wait_for(lambda: "seq=1 " in worker_log(deployment), what="the first heartbeat")
+
+    assert re.search(r"heartbeat seq=1 pid=\d+ loadavg=", worker_log(deployment))
 
 
 def test_example_stops_every_process_on_sigterm(deployment: Deployment) -> None:
     children = deployment.processes("app.py") + deployment.processes("worker.py")
     assert len(children) == 4, deployment.log()
-    wait_for("the first heartbeat", lambda: "seq=1 " in worker_log(deployment) or None)
+    wait_for(lambda: "seq=1 " in worker_log(deployment), what="the first heartbeat")
 
     stop_daemon(deployment.daemon)
 
     assert deployment.daemon.returncode == 0, deployment.log()
-    gone, alive = psutil.wait_procs(children, timeout=10)
+    _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"still running after the daemon stopped: {alive}"
     assert "stopping signal=SIGTERM" in worker_log(deployment)
