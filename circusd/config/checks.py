@@ -31,9 +31,10 @@ def absolute(base: str, path: str) -> str:
     """``path`` resolved against ``base`` (the config file's directory)."""
     if os.path.isabs(path):
         return path
-    while path.startswith("./"):
-        path = path[2:]
-    return os.path.join(base, path)
+    # Drop "." parts only; ".." is kept, since it means something else
+    # after a symbolic link.
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    return os.path.join(base, *parts)
 
 
 def unix_path(path: str) -> str:

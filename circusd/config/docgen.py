@@ -151,15 +151,17 @@ cannot bind it.
 
 From bottom to top, later layers winning:
 
-1. circusd's own environment, only if `copy_env = true`;
-2. `[env]`;
-3. every `[env:PATTERN,...]` section with a pattern that matches the
+1. circusd's own environment, only if `copy_env = true`, copied when the
+   process starts;
+2. with `uid`, the `HOME`, `USER`, `LOGNAME` and `SHELL` of that user;
+3. `[env]`;
+4. every `[env:PATTERN,...]` section with a pattern that matches the
    watcher's name (shell-style patterns, case-sensitive), in the order they
    were read;
-4. the watcher's own `env` option.
+5. the watcher's own `env` option.
 
-A value in a layer can refer to the layers below it with
-`$(circus.env.NAME)`.
+A value written in layers 3 to 5 can refer to the layers below it with
+`$(circus.env.NAME)`. `get` and `options` show only layers 3 to 5.
 """
 
 DIFFERENCES = """\

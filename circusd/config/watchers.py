@@ -1,11 +1,16 @@
 """Building ``[watcher:NAME]`` sections and their environments.
 
-A watcher's environment is, from bottom to top: circusd's own environment
-(only with ``copy_env``), ``[env]``, each ``[env:PATTERN]`` section whose
-patterns match the watcher's name (in the order they were read), and the
-watcher's own ``env`` key. Values written in the config may use ``$NAME``,
-``$(circus.env.NAME)`` and ``$$``; inherited values are copied byte for byte
-and never expanded.
+``WatcherConfig.env`` holds what the config file gives a watcher, from
+bottom to top: ``[env]``, each ``[env:PATTERN]`` section whose patterns match
+the watcher's name (in the order they were read), and the watcher's own
+``env`` key. Values written in the config may use ``$NAME``,
+``$(circus.env.NAME)`` and ``$$``.
+
+circusd's own environment is not copied here even with ``copy_env``: the
+spawner puts it under the target user's HOME/USER/LOGNAME and under these
+values when a process starts, byte for byte and never expanded. So ``get``
+and ``options`` show only what the config says, and a changed daemon
+environment is not a config change.
 """
 
 from __future__ import annotations
@@ -129,8 +134,7 @@ def watcher(name: str, section: Section, context: Context) -> WatcherConfig:
             apply_watcher_option(changes, base, key, text)
     if "cmd" not in section.entries:
         raise error("missing required option cmd (the command to run)", section)
-    inherited = context.environ if changes.get("copy_env") else {}
-    changes["env"] = {**inherited, **config_env}
+    changes["env"] = config_env
     result = _resolve_paths(base.replace(**changes), context.base)
     _check(result, section, context)
     return result

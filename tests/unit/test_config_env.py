@@ -11,6 +11,8 @@ import pytest
 from circusd.config.loader import load
 from circusd.config.model import Config
 from circusd.errors import ConfigError
+from circusd.process import SpawnRequest, build_env
+from circusd.users import KEEP
 
 ENV = {"PATH": "/usr/bin:/bin", "HOME": "/root", "SECRET": "foo$BAR%2Bx"}
 
@@ -47,18 +49,29 @@ D = héllo
 # -- B24: values arrive exactly, undefined variables are errors -----------------
 
 
-def test_inherited_and_written_values_arrive_exactly(tmp_path: Path) -> None:
+def test_written_values_arrive_exactly(tmp_path: Path) -> None:
     (w,) = load_text(tmp_path, B24).watchers
-    assert w.env["SECRET"] == "foo$BAR%2Bx"
-    assert w.env["B"] == "x1it%2BTV"
-    assert w.env["C"] == "k=v,more"
-    assert w.env["D"] == "héllo"
+    assert w.env == {"B": "x1it%2BTV", "C": "k=v,more", "D": "héllo"}
 
 
-def test_environment_reaches_a_real_process_byte_for_byte(tmp_path: Path) -> None:
+def test_inherited_values_are_left_to_spawn_time(tmp_path: Path) -> None:
     (w,) = load_text(tmp_path, B24).watchers
+    assert w.copy_env is True
+    assert "SECRET" not in w.env  # copied, unexpanded, when a process starts
+
+
+def test_environment_reaches_a_real_process_byte_for_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SECRET", "foo$BAR%2Bx")
+    (w,) = load(write(tmp_path, "circus.ini", B24)).watchers
+    request = SpawnRequest(w, 1, KEEP, {}, None, False, False)
     result = subprocess.run(
-        ["/usr/bin/env"], env=dict(w.env), capture_output=True, timeout=10, check=True
+        ["/usr/bin/env"],
+        env=build_env(request),
+        capture_output=True,
+        timeout=10,
+        check=True,
     )
     lines = result.stdout.splitlines()
     for expected in ("SECRET=foo$BAR%2Bx", "B=x1it%2BTV", "C=k=v,more", "D=héllo"):
@@ -129,11 +142,13 @@ def test_without_copy_env_only_config_values_are_passed(tmp_path: Path) -> None:
     assert config.watchers[0].env == {"A": "1"}
 
 
-def test_copy_env_starts_from_circusd_environment(tmp_path: Path) -> None:
+def test_copy_env_does_not_put_circusd_environment_in_the_config(
+    tmp_path: Path,
+) -> None:
     config = load_text(
         tmp_path, "[env]\nHOME = /srv\n[watcher:w]\ncmd = a\ncopy_env = true\n"
     )
-    assert config.watchers[0].env == {**ENV, "HOME": "/srv"}
+    assert config.watchers[0].env == {"HOME": "/srv"}
 
 
 def test_env_patterns_match_watcher_names_and_later_sections_win(

@@ -64,10 +64,12 @@ def test_web_app_with_sockets_and_env_sections(tmp_path: Path) -> None:
     watchers = {w.name: w for w in config.watchers}
     web = watchers["webworker"]
     assert web.numprocesses == 3 and web.use_sockets and web.copy_env
-    assert web.env["HOME"] == "/root"  # inherited through copy_env
-    assert web.env["DATABASE_URL"] == "postgres://app@localhost/app?sslmode=disable"
-    assert web.env["PATH"] == "/usr/local/bin:/usr/bin:/bin:/srv/venv/bin"
-    assert web.env["LANG"] == "en_US.UTF-8"
+    assert web.env == {
+        "PYTHONUNBUFFERED": "1",
+        "DATABASE_URL": "postgres://app@localhost/app?sslmode=disable",
+        "PATH": "/usr/local/bin:/usr/bin:/bin:/srv/venv/bin",
+        "LANG": "en_US.UTF-8",
+    }
     assert watchers["redis"].env == {"LANG": "en_US.UTF-8"}
     assert watchers["redis"].priority == 10
     sockets = {s.name: s for s in config.sockets}

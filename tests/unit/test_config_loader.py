@@ -571,3 +571,13 @@ def test_included_watcher_is_loaded(tmp_path: Path) -> None:
     write(tmp_path, "conf.d/w.ini", "[watcher:w]\ncmd = a\n[env:w]\nX = 1\n")
     (w,) = load(main, ENV).watchers
     assert w.env == {"X": "1"}
+
+
+def test_working_dir_dot_is_the_config_directory(tmp_path: Path) -> None:
+    config = load_text(tmp_path, "[watcher:w]\ncmd = a\nworking_dir = .\n")
+    assert config.watchers[0].working_dir == str(tmp_path)
+
+
+def test_dot_parts_are_dropped_from_relative_paths(tmp_path: Path) -> None:
+    config = load_text(tmp_path, "[socket:s]\npath = ./run/./s.sock\n")
+    assert config.sockets[0].path == str(tmp_path / "run/s.sock")
