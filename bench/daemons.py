@@ -100,7 +100,7 @@ class Daemon:
             text = self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return "(no log)"
-        return " | ".join(text.strip().splitlines()[-lines:])
+        return " | ".join(text.strip().splitlines()[-lines:]) or "(empty log)"
 
     def subscribe(self, context: zmq.Context[zmq.Socket[bytes]]) -> zmq.Socket[bytes]:
         raise DaemonError(f"{self.name} has no event stream")

@@ -185,7 +185,7 @@ def table(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
     peers = args.daemons[1:]
     header = ["metric", *columns, *(f"{p}/{reference}" for p in peers)]
     rows = [header]
-    errors: list[str] = []
+    errors: dict[tuple[str, str], list[str]] = {}
     for scenario, label, path in ROWS:
         if scenario not in args.only:
             continue
@@ -198,13 +198,13 @@ def table(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
                 continue
             if "error" in result:
                 cells.append("error")
-                note = f"{name} {scenario}: {result['error']}"
-                if note not in errors:
-                    errors.append(note)
+                scenarios_failed = errors.setdefault((name, result["error"]), [])
+                if scenario not in scenarios_failed:
+                    scenarios_failed.append(scenario)
                 continue
             value = lookup(result, path)
             values[name] = value
-            cells.append("-" if value is None else f"{value:.3g}")
+            cells.append(number(value))
         for peer in peers:
             cells.append(ratio(values.get(peer), values.get(reference)))
         rows.append(cells)
@@ -217,10 +217,22 @@ def table(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
         for row in rows
     ]
     lines.insert(1, "-" * len(lines[0]))
-    n_note = f"N = {args.n or 500} processes for start/status/idle"
-    lines.append(f"\n{n_note}; ratios above 1 mean {reference} is faster or smaller.")
-    lines.extend(f"error: {e}" for e in errors)
+    sizes = []
+    if "respawn" in args.only:
+        sizes.append(f"{args.n or 20} kills for respawn")
+    if set(args.only) - {"respawn"}:
+        sizes.append(f"{args.n or 500} processes for start, status and idle")
+    lines.append(f"\n{'; '.join(sizes)}.")
+    lines.append(f"Ratios above 1 mean {reference} is faster or smaller.")
+    for (name, error), failed in errors.items():
+        lines.append(f"error: {name} ({', '.join(failed)}): {error}")
     return "\n".join(lines)
+
+
+def number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def ratio(theirs: float | None, ours: float | None) -> str:
@@ -228,7 +240,7 @@ def ratio(theirs: float | None, ours: float | None) -> str:
         return "-"
     if ours == 0:
         return "1.00x" if theirs == 0 else "inf"
-    return f"{theirs / ours:.2f}x"
+    return f"{number(theirs / ours)}x"
 
 
 def versions() -> dict[str, str]:
