@@ -47,7 +47,7 @@ class Children:
         self.running: set[int] = set()
 
     def refresh(self) -> set[int]:
-        """Running sleep children now; also returns those new since last time."""
+        """Update the running set; return the pids that are new since last look."""
         current = procfs.children(self.daemon.pid)
         self.running &= current
         new = {
