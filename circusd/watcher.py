@@ -175,9 +175,11 @@ class Watcher:
 
     def start_on_demand(self) -> None:
         """Start when one of the watcher's sockets has a connection waiting."""
-        fds = [self.arbiter.sockets[name].fileno
-               for name in referenced_sockets(self.config)
-               if name in self.arbiter.sockets]
+        fds = [
+            self.arbiter.sockets[name].fileno
+            for name in referenced_sockets(self.config)
+            if name in self.arbiter.sockets
+        ]
         if not fds:
             log.warning("on_demand needs a socket watcher=%s; starting now", self.name)
             self.loop.create_task(self.start())
@@ -558,6 +560,14 @@ class Watcher:
         finally:
             for fd in pidfds.values():
                 os.close(fd)
+
+    async def kill(
+        self, processes: list[proc.Process], signum: int, graceful_timeout: float
+    ) -> None:
+        """The ``kill`` command: stop these processes; the watcher replaces them."""
+        await self.kill_processes(processes, signum, graceful_timeout)
+        if self.is_running():
+            await self._fill()
 
     async def _wait_gone(self, pidfds: dict[int, int], timeout: float) -> bool:
         """Wait until every pidfd reports an exit; drop those that did."""

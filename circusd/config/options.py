@@ -34,88 +34,259 @@ def _table(*options: Option) -> Mapping[str, Option]:
 _MAX_PROCESSES = 10_000
 
 WATCHER_OPTIONS = _table(
-    Option("cmd", v.text, None, "The command to run (required). Split like a "
-           "shell would, unless `shell` is set.", True),
-    Option("args", v.arguments, "", "Arguments appended to `cmd`: a string "
-           "split like a shell would, or a list.", True),
-    Option("executable", v.optional_text, None, "The program to execute; "
-           "`cmd`'s first word then only names the process (argv[0]).", True),
+    Option(
+        "cmd",
+        v.text,
+        None,
+        "The command to run (required). Split like a "
+        "shell would, unless `shell` is set.",
+        True,
+    ),
+    Option(
+        "args",
+        v.arguments,
+        "",
+        "Arguments appended to `cmd`: a string split like a shell would, or a list.",
+        True,
+    ),
+    Option(
+        "executable",
+        v.optional_text,
+        None,
+        "The program to execute; "
+        "`cmd`'s first word then only names the process (argv[0]).",
+        True,
+    ),
     Option("shell", v.boolean, False, "Run `cmd` through `/bin/sh -c`.", True),
-    Option("shell_args", v.optional_text, None, "Extra arguments after the "
-           "command when `shell` is set.", True),
-    Option("numprocesses", v.bounded(0, _MAX_PROCESSES), 1,
-           "How many processes to keep running."),
-    Option("warmup_delay", v.number, 0.0, "Seconds to wait between starting "
-           "two processes of this watcher."),
-    Option("working_dir", v.optional_text, None, "Directory the processes "
-           "start in. Default: circusd's own working directory.", True),
-    Option("uid", v.ident, None, "User to run the processes as (name or "
-           "number; 0 means root). Sets HOME, USER, LOGNAME and SHELL.", True),
-    Option("gid", v.ident, None, "Group to run the processes as. Default: "
-           "the primary group of `uid`.", True),
-    Option("umask", v.octal, None, "The processes' umask, in octal (022). "
-           "Default: circusd's umask.", True),
-    Option("env", v.environment, {}, "Environment variables (normally given in "
-           "`[env:NAME]` sections).", True),
-    Option("copy_env", v.boolean, False, "Start from circusd's own "
-           "environment instead of an empty one.", True),
-    Option("copy_path", v.boolean, False, "Put circusd's `sys.path` into "
-           "PYTHONPATH (needs `copy_env`).", True),
-    Option("virtualenv", v.optional_text, None, "A virtualenv whose bin/ is "
-           "put first in PATH and whose site-packages go in PYTHONPATH.", True),
-    Option("virtualenv_py_ver", v.optional_text, None, "The Python version of "
-           "`virtualenv` (python3.X); found by itself when unset.", True),
+    Option(
+        "shell_args",
+        v.optional_text,
+        None,
+        "Extra arguments after the command when `shell` is set.",
+        True,
+    ),
+    Option(
+        "numprocesses",
+        v.bounded(0, _MAX_PROCESSES),
+        1,
+        "How many processes to keep running.",
+    ),
+    Option(
+        "warmup_delay",
+        v.number,
+        0.0,
+        "Seconds to wait between starting two processes of this watcher.",
+    ),
+    Option(
+        "working_dir",
+        v.optional_text,
+        None,
+        "Directory the processes start in. Default: circusd's own working directory.",
+        True,
+    ),
+    Option(
+        "uid",
+        v.ident,
+        None,
+        "User to run the processes as (name or "
+        "number; 0 means root). Sets HOME, USER, LOGNAME and SHELL.",
+        True,
+    ),
+    Option(
+        "gid",
+        v.ident,
+        None,
+        "Group to run the processes as. Default: the primary group of `uid`.",
+        True,
+    ),
+    Option(
+        "umask",
+        v.octal,
+        None,
+        "The processes' umask, in octal (022). Default: circusd's umask.",
+        True,
+    ),
+    Option(
+        "env",
+        v.environment,
+        {},
+        "Environment variables (normally given in `[env:NAME]` sections).",
+        True,
+    ),
+    Option(
+        "copy_env",
+        v.boolean,
+        False,
+        "Start from circusd's own environment instead of an empty one.",
+        True,
+    ),
+    Option(
+        "copy_path",
+        v.boolean,
+        False,
+        "Put circusd's `sys.path` into PYTHONPATH (needs `copy_env`).",
+        True,
+    ),
+    Option(
+        "virtualenv",
+        v.optional_text,
+        None,
+        "A virtualenv whose bin/ is "
+        "put first in PATH and whose site-packages go in PYTHONPATH.",
+        True,
+    ),
+    Option(
+        "virtualenv_py_ver",
+        v.optional_text,
+        None,
+        "The Python version of `virtualenv` (python3.X); found by itself when unset.",
+        True,
+    ),
     Option("respawn", v.boolean, True, "Replace processes that exit."),
-    Option("autostart", v.boolean, True, "Start the watcher when circusd "
-           "starts and on `start` without a name."),
-    Option("on_demand", v.boolean, False, "Start only when one of the "
-           "watcher's sockets gets a connection."),
-    Option("priority", v.integer, 0, "Start order, highest first; stop order "
-           "is the reverse."),
+    Option(
+        "autostart",
+        v.boolean,
+        True,
+        "Start the watcher when circusd starts and on `start` without a name.",
+    ),
+    Option(
+        "on_demand",
+        v.boolean,
+        False,
+        "Start only when one of the watcher's sockets gets a connection.",
+    ),
+    Option(
+        "priority",
+        v.integer,
+        0,
+        "Start order, highest first; stop order is the reverse.",
+    ),
     Option("singleton", v.boolean, False, "Never run more than one process."),
-    Option("graceful_timeout", v.number, 30.0, "Seconds to wait after "
-           "`stop_signal` before the whole process tree gets SIGKILL."),
-    Option("stop_signal", v.signum, signal.SIGTERM, "Signal that asks a "
-           "process to stop (name or number)."),
-    Option("stop_children", v.boolean, False, "Send `stop_signal` to the "
-           "whole process tree, not only the process circusd started."),
-    Option("max_retry", v.bounded(-1, None), 5, "How many times in a row a "
-           "process may fail to start or die young before the watcher is "
-           "marked failed; -1 means retry forever (with backoff)."),
-    Option("max_age", v.bounded(0, None), 0, "Restart a process after this "
-           "many seconds (0 = never)."),
-    Option("max_age_variance", v.bounded(0, None), 30, "A random 0..N "
-           "seconds added to `max_age`, drawn once per process."),
-    Option("send_hup", v.boolean, False, "`reload` sends SIGHUP instead of "
-           "replacing the processes."),
-    Option("use_sockets", v.boolean, False, "Pass every `[socket:*]` to the "
-           "processes, not only those that `cmd` or `args` name.", True),
-    Option("close_child_stdin", v.boolean, True, "Give the processes "
-           "/dev/null as stdin.", True),
-    Option("close_child_stdout", v.boolean, False, "Send the processes' "
-           "stdout to /dev/null.", True),
-    Option("close_child_stderr", v.boolean, False, "Send the processes' "
-           "stderr to /dev/null.", True),
-    Option("stdin_socket", v.optional_text, None, "Name of a `[socket:*]` to "
-           "put on the processes' stdin.", True),
-    Option("check_delay", v.number, None, "Accepted for compatibility; "
-           "circusd reacts to exits at once and never polls."),
-    Option("check_flapping", v.boolean, True, "Accepted for compatibility; "
-           "crash loops are always handled by the restart policy."),
+    Option(
+        "graceful_timeout",
+        v.number,
+        30.0,
+        "Seconds to wait after "
+        "`stop_signal` before the whole process tree gets SIGKILL.",
+    ),
+    Option(
+        "stop_signal",
+        v.signum,
+        signal.SIGTERM,
+        "Signal that asks a process to stop (name or number).",
+    ),
+    Option(
+        "stop_children",
+        v.boolean,
+        False,
+        "Send `stop_signal` to the "
+        "whole process tree, not only the process circusd started.",
+    ),
+    Option(
+        "max_retry",
+        v.bounded(-1, None),
+        5,
+        "How many times in a row a "
+        "process may fail to start or die young before the watcher is "
+        "marked failed; -1 means retry forever (with backoff).",
+    ),
+    Option(
+        "max_age",
+        v.bounded(0, None),
+        0,
+        "Restart a process after this many seconds (0 = never).",
+    ),
+    Option(
+        "max_age_variance",
+        v.bounded(0, None),
+        30,
+        "A random 0..N seconds added to `max_age`, drawn once per process.",
+    ),
+    Option(
+        "send_hup",
+        v.boolean,
+        False,
+        "`reload` sends SIGHUP instead of replacing the processes.",
+    ),
+    Option(
+        "use_sockets",
+        v.boolean,
+        False,
+        "Pass every `[socket:*]` to the "
+        "processes, not only those that `cmd` or `args` name.",
+        True,
+    ),
+    Option(
+        "close_child_stdin",
+        v.boolean,
+        True,
+        "Give the processes /dev/null as stdin.",
+        True,
+    ),
+    Option(
+        "close_child_stdout",
+        v.boolean,
+        False,
+        "Send the processes' stdout to /dev/null.",
+        True,
+    ),
+    Option(
+        "close_child_stderr",
+        v.boolean,
+        False,
+        "Send the processes' stderr to /dev/null.",
+        True,
+    ),
+    Option(
+        "stdin_socket",
+        v.optional_text,
+        None,
+        "Name of a `[socket:*]` to put on the processes' stdin.",
+        True,
+    ),
+    Option(
+        "check_delay",
+        v.number,
+        None,
+        "Accepted for compatibility; circusd reacts to exits at once and never polls.",
+    ),
+    Option(
+        "check_flapping",
+        v.boolean,
+        True,
+        "Accepted for compatibility; "
+        "crash loops are always handled by the restart policy.",
+    ),
 )
 
 # Prefixed keys: stdout_stream.X, stderr_stream.X, hooks.NAME, rlimit_NAME.
 STREAM_KEYS = (
-    "class", "filename", "max_bytes", "backup_count", "time_format",
-    "rotate_when", "rotate_interval", "utc", "color", "refresh_time",
+    "class",
+    "filename",
+    "max_bytes",
+    "backup_count",
+    "time_format",
+    "rotate_when",
+    "rotate_interval",
+    "utc",
+    "color",
+    "refresh_time",
 )
 HOOK_NAMES = (
-    "before_start", "after_start", "before_spawn", "after_spawn",
-    "before_stop", "after_stop", "before_signal", "after_signal",
-    "before_reap", "after_reap", "extended_stats",
+    "before_start",
+    "after_start",
+    "before_spawn",
+    "after_spawn",
+    "before_stop",
+    "after_stop",
+    "before_signal",
+    "after_signal",
+    "before_reap",
+    "after_reap",
+    "extended_stats",
 )
 RLIMIT_NAMES = tuple(
-    name[len("RLIMIT_"):].lower()
+    name[len("RLIMIT_") :].lower()
     for name in dir(__import__("resource"))
     if name.startswith("RLIMIT_")
 )
@@ -124,55 +295,95 @@ SOCKET_OPTIONS = _table(
     Option("host", v.text, "localhost", "Address to bind."),
     Option("port", v.bounded(0, 65535), 8080, "TCP or UDP port (0 picks one)."),
     Option("family", v.text, "AF_INET", "AF_INET, AF_INET6 or AF_UNIX."),
-    Option("type", v.text, "SOCK_STREAM", "SOCK_STREAM, SOCK_DGRAM, "
-           "SOCK_SEQPACKET, SOCK_RAW or SOCK_RDM."),
+    Option(
+        "type",
+        v.text,
+        "SOCK_STREAM",
+        "SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET, SOCK_RAW or SOCK_RDM.",
+    ),
     Option("proto", v.optional_text, None, "Protocol name (for example tcp)."),
     Option("backlog", v.bounded(0, 65535), 2048, "Listen backlog."),
-    Option("path", v.optional_text, None, "Path of a unix socket (implies "
-           "AF_UNIX)."),
-    Option("umask", v.octal, 0o077, "Umask for a unix socket file, in octal. "
-           "The default 077 makes it 0700 (Circus read this as decimal)."),
-    Option("replace", v.boolean, False, "Remove an existing file at `path` "
-           "first."),
-    Option("so_reuseport", v.boolean, False, "Give each process its own "
-           "SO_REUSEPORT socket bound to the same address."),
+    Option("path", v.optional_text, None, "Path of a unix socket (implies AF_UNIX)."),
+    Option(
+        "umask",
+        v.octal,
+        0o077,
+        "Umask for a unix socket file, in octal. "
+        "The default 077 makes it 0700 (Circus read this as decimal).",
+    ),
+    Option("replace", v.boolean, False, "Remove an existing file at `path` first."),
+    Option(
+        "so_reuseport",
+        v.boolean,
+        False,
+        "Give each process its own SO_REUSEPORT socket bound to the same address.",
+    ),
     Option("blocking", v.boolean, False, "Leave the socket in blocking mode."),
-    Option("interface", v.optional_text, None, "Bind to this network "
-           "interface (SO_BINDTODEVICE)."),
+    Option(
+        "interface",
+        v.optional_text,
+        None,
+        "Bind to this network interface (SO_BINDTODEVICE).",
+    ),
 )
 
 CIRCUS_OPTIONS = _table(
-    Option("endpoint", v.text, "tcp://127.0.0.1:5555", "Control endpoint "
-           "(ZeroMQ ROUTER): tcp://HOST:PORT or ipc://PATH."),
-    Option("endpoint_owner", v.optional_text, None, "User that owns the ipc "
-           "endpoints and may control watchers that run as itself."),
-    Option("pubsub_endpoint", v.text, "tcp://127.0.0.1:5556", "Event "
-           "endpoint (ZeroMQ PUB)."),
-    Option("stats_endpoint", v.optional_text, None, "Statistics endpoint "
-           "(ZeroMQ PUB)."),
-    Option("multicast_endpoint", v.optional_text, None, "UDP autodiscovery; "
-           "off unless set."),
-    Option("statsd", v.boolean, False, "Publish statistics on "
-           "`stats_endpoint`."),
-    Option("check_delay", v.number, 5.0, "Accepted for compatibility; never a "
-           "reaction time."),
-    Option("warmup_delay", v.number, 0.0, "Seconds between starting two "
-           "watchers."),
+    Option(
+        "endpoint",
+        v.text,
+        "tcp://127.0.0.1:5555",
+        "Control endpoint (ZeroMQ ROUTER): tcp://HOST:PORT or ipc://PATH.",
+    ),
+    Option(
+        "endpoint_owner",
+        v.optional_text,
+        None,
+        "User that owns the ipc endpoints and may control watchers that run as itself.",
+    ),
+    Option(
+        "pubsub_endpoint",
+        v.text,
+        "tcp://127.0.0.1:5556",
+        "Event endpoint (ZeroMQ PUB).",
+    ),
+    Option(
+        "stats_endpoint", v.optional_text, None, "Statistics endpoint (ZeroMQ PUB)."
+    ),
+    Option(
+        "multicast_endpoint",
+        v.optional_text,
+        None,
+        "UDP autodiscovery; off unless set.",
+    ),
+    Option("statsd", v.boolean, False, "Publish statistics on `stats_endpoint`."),
+    Option(
+        "check_delay",
+        v.number,
+        5.0,
+        "Accepted for compatibility; never a reaction time.",
+    ),
+    Option("warmup_delay", v.number, 0.0, "Seconds between starting two watchers."),
     Option("httpd", v.boolean, False, "Start the web console."),
     Option("httpd_host", v.text, "localhost", "Web console address."),
     Option("httpd_port", v.bounded(1, 65535), 8080, "Web console port."),
     Option("debug", v.boolean, False, "Log at debug level."),
-    Option("debug_gc", v.boolean, False, "Accepted for compatibility; "
-           "ignored."),
+    Option("debug_gc", v.boolean, False, "Accepted for compatibility; ignored."),
     Option("pidfile", v.optional_text, None, "Write circusd's pid here."),
     Option("umask", v.octal, None, "circusd's own umask, in octal."),
-    Option("loglevel", v.text, "info", "debug, info, warning, error or "
-           "critical."),
-    Option("logoutput", v.text, "-", "`-` (stderr), a file path, or "
-           "syslog://."),
+    Option("loglevel", v.text, "info", "debug, info, warning, error or critical."),
+    Option("logoutput", v.text, "-", "`-` (stderr), a file path, or syslog://."),
     Option("loggerconfig", v.optional_text, None, "Not supported; refused."),
     Option("fqdn_prefix", v.optional_text, None, "Accepted; unused."),
 )
+
+
+def _stream_text(value: Any) -> str:
+    """Stream options are kept as text; clients send numbers and booleans too."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return str(value)
+    return v.text(value)
 
 
 def closest(key: str, known: Any) -> str:
@@ -182,8 +393,13 @@ def closest(key: str, known: Any) -> str:
 
 
 def watcher_keys() -> list[str]:
-    return [*WATCHER_OPTIONS, "stdout_stream.*", "stderr_stream.*", "hooks.*",
-            "rlimit_*"]
+    return [
+        *WATCHER_OPTIONS,
+        "stdout_stream.*",
+        "stderr_stream.*",
+        "hooks.*",
+        "rlimit_*",
+    ]
 
 
 def apply_watcher_option(
@@ -209,7 +425,7 @@ def apply_watcher_option(
                     f"unknown stream option {sub!r}{closest(sub, STREAM_KEYS)}"
                 )
             merged = dict(changes.get(stream, getattr(base, stream)))
-            merged[sub] = v.text(value) if not isinstance(value, bool) else str(value)
+            merged[sub] = _stream_text(value)
             changes[stream] = merged
             return
     if key in ("stdout_stream", "stderr_stream"):
@@ -220,10 +436,10 @@ def apply_watcher_option(
                 raise ValueProblem(
                     f"unknown stream option {sub!r}{closest(sub, STREAM_KEYS)}"
                 )
-        changes[key] = {k: str(val) for k, val in value.items()}
+        changes[key] = {k: _stream_text(val) for k, val in value.items()}
         return
     if key.startswith("hooks."):
-        name = key[len("hooks."):]
+        name = key[len("hooks.") :]
         if name not in HOOK_NAMES:
             raise ValueProblem(f"unknown hook {name!r}{closest(name, HOOK_NAMES)}")
         target, _, ignore = v.text(value).partition(",")
@@ -232,7 +448,7 @@ def apply_watcher_option(
         changes["hooks"] = hooks
         return
     if key.startswith("rlimit_"):
-        name = key[len("rlimit_"):].lower()
+        name = key[len("rlimit_") :].lower()
         if name not in RLIMIT_NAMES:
             raise ValueProblem(
                 f"unknown resource limit {name!r}{closest(name, RLIMIT_NAMES)}"
@@ -262,8 +478,10 @@ def watcher_option_value(config: WatcherConfig, key: str) -> Any:
     if key in ("stdout_stream", "stderr_stream"):
         return dict(getattr(config, key))
     if key == "hooks":
-        return {name: f"{hook.target},{str(hook.ignore_errors).lower()}"
-                for name, hook in config.hooks.items()}
+        return {
+            name: f"{hook.target},{str(hook.ignore_errors).lower()}"
+            for name, hook in config.hooks.items()
+        }
     if key == "rlimits":
         return {name: list(limits) for name, limits in config.rlimits.items()}
     if key.startswith("rlimit_") and key[7:] in config.rlimits:

@@ -207,9 +207,10 @@ def rlimit(value: Any) -> tuple[int, int]:
     import resource
 
     def one(part: Any) -> int:
-        if part is None or (isinstance(part, str) and part.strip().lower() in (
-            "", "unlimited", "infinity", "-1"
-        )):
+        if part is None or (
+            isinstance(part, str)
+            and part.strip().lower() in ("", "unlimited", "infinity", "-1")
+        ):
             return resource.RLIM_INFINITY
         result = integer(part)
         if result < 0:
