@@ -132,8 +132,13 @@ def workdir() -> Iterator[Path]:
 def start_daemon(workdir: Path) -> Iterator[Callable[..., Daemon]]:
     started: list[Daemon] = []
 
-    def start(ini: str, *, env: dict[str, str] | None = None, args: tuple[str, ...] = (),
-              ready: bool = True) -> Daemon:
+    def start(
+        ini: str,
+        *,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        ready: bool = True,
+    ) -> Daemon:
         text = textwrap.dedent(ini).replace("{dir}", str(workdir))
         if "[circus]" not in text:
             text = (f"[circus]\nendpoint = ipc://{workdir}/ctl.sock\n"

@@ -288,7 +288,7 @@ def test_uid_alone_takes_the_users_groups_and_home(
     out = shared_dir(workdir) / "id.txt"
     start_daemon(f"""
         [watcher:w]
-        cmd = sh -c 'echo "$(id -u) $(id -g) $(id -G) $HOME $USER $LOGNAME" > {out}.tmp; mv {out}.tmp {out}; exec sleep 300'
+        cmd = sh {PROGRAMS}/ids.sh {out}
         uid = {test_user.name}
         copy_env = True
         """)
@@ -305,13 +305,14 @@ def test_gid_zero_is_a_value_not_unset(start_daemon, workdir, test_user: Service
     out = shared_dir(workdir) / "id.txt"
     start_daemon(f"""
         [watcher:w]
-        cmd = sh -c 'echo "$(id -u) $(id -g) $(id -G)" > {out}.tmp; mv {out}.tmp {out}; exec sleep 300'
+        cmd = sh {PROGRAMS}/ids.sh {out}
         uid = {test_user.name}
         gid = 0
         """)
-    uid, gid, *groups = wait_for(
+    uid, gid, *rest = wait_for(
         lambda: out.exists() and out.read_text().split(), what="id output"
     )
+    groups = rest[:-3]  # then HOME, USER and LOGNAME
     assert (int(uid), int(gid)) == (test_user.uid, 0)
     assert sorted(map(int, groups)) == sorted({0, test_user.extra_gid})
 
