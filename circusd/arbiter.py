@@ -11,6 +11,7 @@ from typing import Any
 
 import zmq
 
+from circusd.config.diff import Changes, diff
 from circusd.config.interpolate import referenced_sockets
 from circusd.config.loader import load
 from circusd.config.model import Config, SocketConfig, WatcherConfig
@@ -147,53 +148,57 @@ class Arbiter:
     # -- reload ----------------------------------------------------------------
 
     async def reload_config(self) -> None:
-        """Re-read the config file and apply only what changed.
+        """Re-read the config file and apply only what changed in it.
 
-        Watchers added at runtime with ``add`` are kept (Circus drops them).
-        Changes to the [circus] section other than timing and logging need
-        a restart of circusd; they are logged and otherwise ignored.
+        Watchers added at runtime with ``add`` are kept (Circus drops them),
+        and a watcher whose section did not change keeps what ``set`` or
+        ``incr`` did to it. Changes to the [circus] section other than timing
+        need a restart of circusd; they are logged and otherwise ignored.
         """
         async with self.reloading:
             assert self.config.path is not None
             new = load(self.config.path)
-            old = self.config
-            if new.circus != old.circus:
+            changes = diff(self.config, new)
+            if changes.circus_changed:
                 log.warning(
                     "[circus] section changed; endpoint changes take "
                     "effect when circusd restarts"
                 )
-            changed_sockets = self._reload_sockets(old, new)
-            old_watchers = {w.name.lower(): w for w in old.watchers}
-            new_watchers = {w.name.lower(): w for w in new.watchers}
-            for key in old_watchers.keys() - new_watchers.keys():
-                watcher = self.watchers.get(key)
+            self._reload_sockets(new, changes.sockets)
+            configs = {w.name: w for w in new.watchers}
+            for name in changes.watchers.removed:
+                watcher = self.watchers.get(name.lower())
                 if watcher is not None and not watcher.runtime_added:
                     await self.remove_watcher(watcher)
             self.config = new
-            for key, config in new_watchers.items():
-                watcher = self.watchers.get(key)
-                if watcher is None:
-                    watcher = Watcher(config, self)
-                    self.watchers[key] = watcher
-                    watcher.publish("add")
-                    if config.autostart:
-                        await watcher.start()
-                elif watcher.config != config:
-                    await watcher.apply_config(config)
-                elif referenced_sockets(config) & changed_sockets:
+            for name in changes.watchers.added:
+                await self._reload_added(configs[name])
+            for name in (*changes.watchers.changed, *changes.numprocesses):
+                await self.watchers[name.lower()].apply_config(configs[name])
+            touched = set(changes.sockets.changed)
+            for watcher in self.watchers.values():
+                if touched & referenced_sockets(watcher.config):
                     await watcher.restart()
             log.info("reloaded config path=%s", new.path)
 
-    def _reload_sockets(self, old: Config, new: Config) -> set[str]:
-        before = {s.name: s for s in old.sockets}
-        after = {s.name: s for s in new.sockets}
-        changed = {name for name in before if after.get(name) != before[name]}
-        for name in changed:
+    async def _reload_added(self, config: WatcherConfig) -> None:
+        existing = self.watchers.get(config.name.lower())
+        if existing is not None:  # was added at runtime; the file now owns it
+            existing.runtime_added = False
+            await existing.apply_config(config)
+            return
+        watcher = Watcher(config, self)
+        self.watchers[config.name.lower()] = watcher
+        watcher.publish("add")
+        if config.autostart:
+            await watcher.start()
+
+    def _reload_sockets(self, new: Config, changes: Changes) -> None:
+        configs = {s.name: s for s in new.sockets}
+        for name in (*changes.removed, *changes.changed):
             self.sockets.pop(name).close()
-        for name, config in after.items():
-            if name not in self.sockets:
-                self._add_socket(config)
-        return changed
+        for name in (*changes.added, *changes.changed):
+            self._add_socket(configs[name])
 
     async def reload_all(self, graceful: bool = True, sequential: bool = False) -> None:
         for watcher in self.by_priority(self.watchers.values(), reverse=True):

@@ -124,6 +124,7 @@ class Daemon:
             os.getpid(),
             self.config.circus.endpoint,
         )
+        self._warn_unsupported()
         notify("READY=1\nSTATUS=starting watchers")
         self.background(self._start_watchers(), "start")
         await self._done.wait()
@@ -132,6 +133,34 @@ class Daemon:
             await server
         self._close()
         return self.exit_code
+
+    def _warn_unsupported(self) -> None:
+        """Say once, at start, which parts of the config are not acted on."""
+        circus = self.config.circus
+        for plugin in self.config.plugins:
+            if plugin.use.endswith(".Flapping"):
+                log.info(
+                    "plugin %s not started: crash loops are handled by the "
+                    "built-in restart policy (max_retry, backoff)",
+                    plugin.name,
+                )
+            else:
+                log.warning(
+                    "plugin %s (%s) not started: plugins are not supported yet",
+                    plugin.name,
+                    plugin.use,
+                )
+        if circus.statsd or circus.stats_endpoint:
+            log.warning(
+                "stats_endpoint %s not bound: the statistics stream is "
+                "not supported yet; use the stats command",
+                circus.stats_endpoint,
+            )
+        if circus.multicast_endpoint:
+            log.warning(
+                "multicast_endpoint %s ignored: autodiscovery is not supported",
+                circus.multicast_endpoint,
+            )
 
     async def _start_watchers(self) -> None:
         await self.arbiter.start()

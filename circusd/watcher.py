@@ -59,14 +59,13 @@ class Watcher:
         self.lock = asyncio.Lock()
         self.policy = RestartPolicy(config.max_retry)
         self.runtime_added = False
-        self._streams: dict[int, Stream] = {}
         self._readers: dict[int, list[PipeReader]] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._respawn: asyncio.TimerHandle | None = None
         self._fill_task: asyncio.Task[None] | None = None
         self._exited: dict[int, asyncio.Future[None]] = {}
         self._demand_fds: list[int] = []
-        self._open_streams()
+        self._streams = self._open_streams(config)
 
     # -- properties ------------------------------------------------------------
 
@@ -97,23 +96,23 @@ class Watcher:
 
     # -- configuration ---------------------------------------------------------
 
-    def _open_streams(self) -> None:
-        for which, conf in (
-            (1, self.config.stdout_stream),
-            (2, self.config.stderr_stream),
-        ):
-            if conf:
-                try:
-                    self._streams[which] = make_stream(conf, self.name, which)
-                except OSError as exc:
-                    raise ValueProblem(
-                        f"cannot open output file {exc.filename}: {exc.strerror}"
-                    ) from None
+    def _open_streams(self, config: WatcherConfig) -> dict[int, Stream]:
+        streams: dict[int, Stream] = {}
+        try:
+            for which, conf in ((1, config.stdout_stream), (2, config.stderr_stream)):
+                if conf:
+                    streams[which] = make_stream(conf, self.name, which)
+        except OSError as exc:
+            for stream in streams.values():
+                stream.close()
+            raise ValueProblem(
+                f"cannot open output file {exc.filename}: {exc.strerror}"
+            ) from None
+        return streams
 
-    def _close_streams(self) -> None:
-        for stream in self._streams.values():
+    def _close_streams(self, streams: dict[int, Stream]) -> None:
+        for stream in streams.values():
             stream.close()
-        self._streams.clear()
 
     def reopen_streams(self) -> None:
         for stream in self._streams.values():
@@ -125,28 +124,25 @@ class Watcher:
             old = self.config
             identity = resolve(config.uid, config.gid)
             hooks = Hooks(config.hooks)
-            only_scale = (
-                old.replace(
-                    numprocesses=config.numprocesses, singleton=config.singleton
-                )
-                == config
+            streams_changed = (old.stdout_stream, old.stderr_stream) != (
+                config.stdout_stream,
+                config.stderr_stream,
             )
-            only_runtime = _needs_no_restart(old, config)
-            if config.stdout_stream != old.stdout_stream or (
-                config.stderr_stream != old.stderr_stream
-            ):
-                only_runtime = False
+            streams = self._open_streams(config) if streams_changed else None
             self.config, self.identity, self.hooks = config, identity, hooks
             self.policy.max_retry = config.max_retry
             self.publish("updated")
-            if only_scale or only_runtime:
+            if _needs_no_restart(old, config) and streams is None:
                 if self.is_running():
                     self._schedule_fill()
                 return
-            self._close_streams()
-            self._open_streams()
+            old_streams = self._streams
+            if streams is not None:
+                self._streams = streams
             if self.is_running():
                 await self._replace_all()
+            if streams is not None:
+                self._close_streams(old_streams)  # the old processes are gone
 
     # -- start and stop --------------------------------------------------------
 
@@ -610,7 +606,7 @@ class Watcher:
         """Stop for good (``rm``) and release files."""
         async with self.lock:
             await self._stop()
-            self._close_streams()
+            self._close_streams(self._streams)
 
 
 def _needs_no_restart(old: WatcherConfig, new: WatcherConfig) -> bool:
