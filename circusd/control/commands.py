@@ -279,22 +279,35 @@ async def listsockets(daemon: Daemon, props: Properties) -> Result:
 
 
 async def numprocesses(daemon: Daemon, props: Properties) -> Result:
+    # Processes that exist now (a stopped watcher has 0), not the target; the
+    # name is echoed as the client spelled it. Both as in Circus.
     name = props.text("name")
     if name:
         watcher = daemon.arbiter.get(name)
-        return {"numprocesses": watcher.numprocesses, "watcher_name": watcher.name}
-    return {
-        "numprocesses": sum(w.numprocesses for w in daemon.arbiter.watchers.values())
-    }
+        return {"numprocesses": len(watcher.processes), "watcher_name": name}
+    return {"numprocesses": daemon.arbiter.numprocesses()}
 
 
 async def numwatchers(daemon: Daemon, props: Properties) -> Result:
     return {"numwatchers": len(daemon.arbiter.watchers)}
 
 
+# Circus's names for the stream options, kept so that scripts reading them
+# from `options` or `get` go on working.
+_CIRCUS_ALIASES = {
+    "stdout_stream": "stdout_stream_conf",
+    "stderr_stream": "stderr_stream_conf",
+}
+_CIRCUS_NAMES = {alias: key for key, alias in _CIRCUS_ALIASES.items()}
+
+
 async def options(daemon: Daemon, props: Properties) -> Result:
     watcher = daemon.arbiter.get(props.text("name", required=True))
-    return {"options": watcher_options_dict(watcher.config)}
+    everything = watcher_options_dict(watcher.config)
+    for key, alias in _CIRCUS_ALIASES.items():
+        everything[alias] = everything[key]
+    # Sorted, as Circus sends them: circusctl prints them in this order.
+    return {"options": dict(sorted(everything.items()))}
 
 
 async def get(daemon: Daemon, props: Properties) -> Result:
@@ -302,7 +315,9 @@ async def get(daemon: Daemon, props: Properties) -> Result:
     result: dict[str, Any] = {}
     for key in props.strings("keys", required=True):
         try:
-            result[key] = watcher_option_value(watcher.config, key)
+            result[key] = watcher_option_value(
+                watcher.config, _CIRCUS_NAMES.get(key, key)
+            )
         except KeyError:
             raise CommandError(f"{key!r} option not found") from None
     return {"options": result}
@@ -310,17 +325,19 @@ async def get(daemon: Daemon, props: Properties) -> Result:
 
 async def globaloptions(daemon: Daemon, props: Properties) -> Result:
     circus = daemon.arbiter.config.circus
+    # Circus's key order (circusctl prints them in it). Circus spells a
+    # disabled multicast endpoint as "", so circusd does too.
     everything = {
         "endpoint": circus.endpoint,
-        "pubsub_endpoint": circus.pubsub_endpoint,
         "stats_endpoint": circus.stats_endpoint,
+        "pubsub_endpoint": circus.pubsub_endpoint,
         "check_delay": circus.check_delay,
-        "multicast_endpoint": circus.multicast_endpoint,
+        "multicast_endpoint": circus.multicast_endpoint or "",
     }
     option = props.text("option")
     if option:
         if option not in everything:
-            raise CommandError(f"{option!r} option not found")
+            raise CommandError(f"{option!r} not an existing option")
         return {"options": {option: everything[option]}}
     return {"options": everything}
 
@@ -344,7 +361,8 @@ async def stats_(daemon: Daemon, props: Properties) -> Result:
             "process": pid,
             "info": stats.process_info(pid, process.started, process.wid),
         }
-    return {"name": watcher.name, "info": _watcher_stats(watcher)}
+    # The name as the client spelled it, as in Circus (circusctl prints it).
+    return {"name": name, "info": _watcher_stats(watcher)}
 
 
 def _watcher_stats(watcher: Watcher) -> dict[str, Any]:
