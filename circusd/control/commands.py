@@ -117,11 +117,24 @@ async def quit_(daemon: Daemon, props: Properties) -> Result:
 _CONFIG_FILE_ONLY = ("hooks",)
 
 
+def _has_nul(value: Any) -> bool:
+    """A NUL byte anywhere in a JSON value; no path, name or argument has one."""
+    if isinstance(value, str):
+        return "\0" in value
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(item) for k, item in value.items())
+    return False
+
+
 def _apply_options(base: WatcherConfig, options: dict[str, Any]) -> WatcherConfig:
     changes: dict[str, Any] = {}
     for key, value in options.items():
-        if not isinstance(key, str) or key.startswith(_CONFIG_FILE_ONLY):
+        if not isinstance(key, str) or key.lower().startswith(_CONFIG_FILE_ONLY):
             raise CommandError(f"option {key!r} can only be set in the config file")
+        if _has_nul(value):
+            raise CommandError(f"invalid option {key!r}: contains a NUL byte")
         try:
             apply_watcher_option(changes, base, key, value)
         except ValueProblem as exc:
@@ -133,10 +146,16 @@ def _apply_options(base: WatcherConfig, options: dict[str, Any]) -> WatcherConfi
         for which in ("stdout_stream", "stderr_stream"):
             conf = getattr(config, which)
             if conf and conf != getattr(base, which):
-                make_stream(conf, config.name, 1).close()  # validates and opens
+                try:
+                    make_stream(conf, config.name, 1).close()  # validates, opens
+                except (ValueError, OverflowError) as exc:
+                    raise ValueProblem(f"invalid option {which!r}: {exc}") from None
         from circusd.users import resolve
 
-        resolve(config.uid, config.gid)
+        try:
+            resolve(config.uid, config.gid)
+        except (ValueError, OverflowError) as exc:
+            raise ValueProblem(f"invalid option 'uid' or 'gid': {exc}") from None
     except ValueProblem as exc:
         raise CommandError(str(exc)) from None
     except OSError as exc:
@@ -146,8 +165,12 @@ def _apply_options(base: WatcherConfig, options: dict[str, Any]) -> WatcherConfi
 
 async def add(daemon: Daemon, props: Properties) -> Result:
     name = props.text("name", required=True)
-    if not name.strip() or any(c.isspace() or c == "." for c in name):
-        raise CommandError(f"invalid watcher name {name!r}: no spaces or dots")
+    if not name.strip() or any(
+        c.isspace() or c == "." or not c.isprintable() for c in name
+    ):
+        raise CommandError(
+            f"invalid watcher name {name!r}: no spaces, dots or control characters"
+        )
     cmd = props.text("cmd", required=True)
     args = props.values.get("args", "")
     options = props.mapping("options")
@@ -202,6 +225,8 @@ def _signum(value: Any) -> int:
         return values.signum(value)
     except ValueProblem as exc:
         raise CommandError(f"signal invalid: {exc}") from None
+    except ValueError:  # int() on digits it cannot read, such as "²"
+        raise CommandError(f"signal invalid: {value!r}") from None
 
 
 def _own_pid(watcher: Watcher, props: Properties, key: str = "pid") -> int | None:
@@ -219,7 +244,9 @@ async def signal(daemon: Daemon, props: Properties) -> Result:
     pid = _own_pid(watcher, props)
     childpid = props.integer("childpid", low=1)
     if childpid is not None:
-        if pid is None or childpid not in _descendants(pid):
+        if pid is None:
+            raise CommandError("message invalid 'childpid' needs 'pid'")
+        if childpid not in _descendants(pid):
             raise CommandError(f"process {childpid} is not a child of {pid}")
         os.kill(childpid, signum)
         return {}

@@ -16,6 +16,7 @@ from typing import Any
 from circusd.errors import CommandError, Errno
 
 MAX_MESSAGE = 1 << 20  # bytes; larger frames are dropped by ZeroMQ itself
+MAX_DEPTH = 32  # JSON nesting; real requests use 4 levels at most
 
 
 @dataclass(frozen=True)
@@ -27,11 +28,14 @@ class Request:
 
 
 class BadRequest(Exception):
-    def __init__(self, reason: str, errno: Errno, id: Any = None) -> None:
+    def __init__(
+        self, reason: str, errno: Errno, id: Any = None, cast: bool = False
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.errno = errno
         self.id = id
+        self.cast = cast  # a cast is never answered, not even with an error
 
 
 def parse(frame: bytes) -> Request:
@@ -44,16 +48,32 @@ def parse(frame: bytes) -> Request:
             "json invalid: the message must be a JSON object", Errno.INVALID_JSON
         )
     request_id = message.get("id")
+    cast = message.get("msg_type") == "cast"
+    if _deeper_than(message, MAX_DEPTH):
+        # Checked here once, so no command (and no reply echoing the id) can
+        # hit Python's recursion limit on a value a client nested on purpose.
+        if _deeper_than(request_id, MAX_DEPTH - 1):
+            request_id = None
+        raise BadRequest(
+            f"message invalid: nested deeper than {MAX_DEPTH} levels",
+            Errno.MESSAGE_ERROR,
+            request_id,
+            cast,
+        )
     command = message.get("command")
     if command is None:
         raise BadRequest(
-            "message invalid 'command' is missing", Errno.MESSAGE_ERROR, request_id
+            "message invalid 'command' is missing",
+            Errno.MESSAGE_ERROR,
+            request_id,
+            cast,
         )
     if not isinstance(command, str):
         raise BadRequest(
             "message invalid 'command' must be a string",
             Errno.MESSAGE_ERROR,
             request_id,
+            cast,
         )
     properties = message.get("properties", {})
     if properties is None or properties == []:
@@ -63,10 +83,23 @@ def parse(frame: bytes) -> Request:
             "message invalid 'properties' must be an object",
             Errno.MESSAGE_ERROR,
             request_id,
+            cast,
         )
-    return Request(
-        command.lower(), properties, request_id, message.get("msg_type") == "cast"
-    )
+    return Request(command.lower(), properties, request_id, cast)
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    level = [value]
+    for _ in range(limit + 1):
+        level = [
+            child
+            for item in level
+            if isinstance(item, (dict, list))
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+        if not level:
+            return False
+    return True
 
 
 def ok(request_id: Any, fields: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -80,12 +113,20 @@ def ok(request_id: Any, fields: dict[str, Any] | None = None) -> dict[str, Any]:
 def error(request_id: Any, reason: str, errno: Errno) -> dict[str, Any]:
     return {
         "status": "error",
-        "reason": reason,
+        "reason": _one_line(reason),
         "tb": None,
         "time": time.time(),
         "errno": int(errno),
         "id": request_id,
     }
+
+
+def _one_line(reason: str) -> str:
+    """Escape what a client sent that could break a reason into lines (a name
+    with a newline) or hide part of it (NUL, bidi overrides) on a terminal."""
+    if reason.isprintable():
+        return reason
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in reason)
 
 
 def encode(reply: dict[str, Any]) -> bytes:
@@ -137,8 +178,13 @@ class Properties:
         high: int | None = None,
     ) -> Any:
         value = self.values.get(key)
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            value = int(value)
+        if isinstance(value, str):
+            try:  # int() refuses "--5", "²" and 5000-digit strings
+                value = int(value.strip())
+            except ValueError:
+                raise CommandError(
+                    f"message invalid {key!r} must be an integer"
+                ) from None
         if value is None:
             if required:
                 raise CommandError(f"message invalid {key!r} is missing")
@@ -146,9 +192,8 @@ class Properties:
         if not isinstance(value, int) or isinstance(value, bool):
             raise CommandError(f"message invalid {key!r} must be an integer")
         if (low is not None and value < low) or (high is not None and value > high):
-            raise CommandError(
-                f"message invalid {key!r} must be between {low} and {high}"
-            )
+            bounds = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise CommandError(f"message invalid {key!r} must be {bounds}")
         return value
 
     def number(self, key: str, default: float | None = None) -> Any:

@@ -2,8 +2,9 @@
 
 DEALER clients (Circus's and ours) send ``[json]`` and the ROUTER sees
 ``[identity, json]``; REQ clients add an empty delimiter frame, which is
-answered in kind (Circus never answers them). Every request runs as its own
-task, so a command that waits never holds up the others.
+answered in kind (Circus never answers them). A message with more than one
+body frame gets an error reply (Circus drops it). Every request runs as its
+own task, so a command that waits never holds up the others.
 """
 
 from __future__ import annotations
@@ -42,28 +43,40 @@ class ControlServer:
                     return
                 raise
             envelope, body = self._split(frames)
-            if envelope is None:
-                log.warning("dropped message with %d frames", len(frames))
-                continue
-            if len(self._tasks) >= MAX_IN_FLIGHT:
+            if len(body) != 1:
+                log.warning("bad request frames=%d", len(body))
+                reason = f"message invalid: expected 1 JSON frame, got {len(body)}"
                 await self._send(
-                    envelope,
-                    protocol.error(
-                        None, "too many requests in progress", Errno.COMMAND_ERROR
-                    ),
+                    envelope, protocol.error(None, reason, Errno.MESSAGE_ERROR)
                 )
                 continue
-            task = asyncio.create_task(self._handle(envelope, body))
+            if len(self._tasks) >= MAX_IN_FLIGHT:
+                await self._refuse(envelope, body[0])
+                continue
+            task = asyncio.create_task(self._handle(envelope, body[0]))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            # Let the task run now: a burst of quick requests must not fill
+            # the in-flight slots before any of them had a chance to finish.
+            await asyncio.sleep(0)
 
     @staticmethod
-    def _split(frames: list[bytes]) -> tuple[list[bytes] | None, bytes]:
-        if len(frames) == 2:
-            return frames[:1], frames[1]
-        if len(frames) == 3 and frames[1] == b"":
-            return frames[:2], frames[2]
-        return None, b""
+    def _split(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+        """``[identity, (b"",) body...]`` into the envelope and the body frames."""
+        cut = 2 if len(frames) > 2 and frames[1] == b"" else 1
+        return frames[:cut], frames[cut:]
+
+    async def _refuse(self, envelope: list[bytes], body: bytes) -> None:
+        try:
+            request = protocol.parse(body)
+            request_id, cast = request.id, request.cast
+        except protocol.BadRequest as exc:
+            request_id, cast = exc.id, exc.cast
+        if not cast:
+            reason = f"too many requests in progress (limit {MAX_IN_FLIGHT})"
+            await self._send(
+                envelope, protocol.error(request_id, reason, Errno.COMMAND_ERROR)
+            )
 
     async def _send(self, envelope: list[bytes], reply: dict[str, Any]) -> None:
         try:
@@ -76,7 +89,9 @@ class ControlServer:
             request = protocol.parse(body)
         except protocol.BadRequest as exc:
             log.info("bad request reason=%r", exc.reason)
-            await self._send(envelope, protocol.error(exc.id, exc.reason, exc.errno))
+            if not exc.cast:
+                reply = protocol.error(exc.id, exc.reason, exc.errno)
+                await self._send(envelope, reply)
             return
         reply = await self._dispatch(request)
         if not request.cast:
@@ -95,7 +110,12 @@ class ControlServer:
         try:
             result = await handler(self._daemon, props)
             if isinstance(result, Work):
-                if not props.waiting:
+                try:
+                    waiting = props.waiting
+                except CommandError:
+                    result.job.close()  # refused before it ever ran
+                    raise
+                if not waiting:
                     self._daemon.background(result.job, request.command)
                     return protocol.ok(request.id)
                 result = result.reply(await result.job)
