@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 from circusd.control.commands import COMMANDS
 from circusd.control.protocol import MAX_MESSAGE
+from circusd.control.server import MAX_IN_FLIGHT
 from tests.conftest import Daemon, wait_for
 
 CONFIG = """
@@ -924,7 +925,7 @@ def test_a_burst_sent_without_reading_is_not_refused(target: Target) -> None:
 def test_requests_past_the_in_flight_limit_are_refused_with_their_id(
     start_daemon: Callable[..., Daemon],
 ) -> None:
-    limit = 1000  # circusd.control.server.MAX_IN_FLIGHT
+    limit = MAX_IN_FLIGHT
     daemon = start_daemon("""
         [watcher:slow]
         cmd = sleep 300
@@ -1110,3 +1111,23 @@ def test_add_refuses_a_max_age_too_large_to_schedule(target: Target) -> None:
         3,
         "max_age",
     )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="TimedRotatingFileStream opens its file before computing its next "
+    "rotation, which overflows for a huge rotate_interval: the refused add/set "
+    "leaks one open file in circusd per request",
+)
+def test_a_refused_stream_leaks_no_file_descriptor(target: Target) -> None:
+    fds = Path(f"/proc/{target.daemon.process.pid}/fd")
+    before = len(list(fds.iterdir()))
+    stream = {
+        "class": "TimedRotatingFileStream",
+        "filename": str(target.workdir / "o.log"),
+        "rotate_interval": "9" * 400,
+    }
+    for _ in range(20):
+        message = request("set", {"name": "w", "options": {"stdout_stream": stream}})
+        target.refused(message, 3, "stdout_stream")
+    assert len(list(fds.iterdir())) < before + 5
