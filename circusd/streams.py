@@ -174,9 +174,11 @@ class TimedRotatingFileStream(FileStream):
         ):
             raise ValueProblem(f"unknown rotate_when {rotate_when!r}")
         self._period = _INTERVALS.get(when, 7 * 86400) * max(rotate_interval, 1)
+        if self._period > 10**7:
+            raise ValueProblem(f"rotation every {self._period}s is too far apart")
         self._utc = utc
-        super().__init__(filename, 0, backup_count, time_format)
         self._next = time.time() + self._period
+        super().__init__(filename, 0, backup_count, time_format)
 
     def before_write(self) -> None:
         now = time.time()

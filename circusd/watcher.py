@@ -323,7 +323,7 @@ class Watcher:
         try:
             request = self._spawn_request(wid, extra_fds)
             process = proc.spawn(request)
-        except (SpawnError, ValueProblem, OSError) as exc:
+        except (SpawnError, ValueProblem, OSError, ValueError, OverflowError) as exc:
             reason = getattr(exc, "reason", None) or str(exc)
             self._failed_to_start(reason)
             return None

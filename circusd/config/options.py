@@ -32,6 +32,7 @@ def _table(*options: Option) -> Mapping[str, Option]:
 
 
 _MAX_PROCESSES = 10_000
+_MAX_SECONDS = 10**7  # about 115 days
 
 WATCHER_OPTIONS = _table(
     Option(
@@ -192,13 +193,13 @@ WATCHER_OPTIONS = _table(
     ),
     Option(
         "max_age",
-        v.bounded(0, None),
+        v.bounded(0, _MAX_SECONDS),
         0,
         "Restart a process after this many seconds (0 = never).",
     ),
     Option(
         "max_age_variance",
-        v.bounded(0, None),
+        v.bounded(0, _MAX_SECONDS),
         30,
         "A random 0..N seconds added to `max_age`, drawn once per process.",
     ),

@@ -33,10 +33,10 @@ def integer(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            pass
+        stripped = value.strip()
+        digits = stripped.removeprefix("-")
+        if digits.isascii() and digits.isdecimal() and len(digits) <= 20:
+            return int(stripped)
     raise ValueProblem(f"expected an integer, got {value!r}")
 
 
@@ -109,7 +109,7 @@ def signum(value: Any) -> int:
         number_ = value
     elif isinstance(value, str) and value.strip():
         name = value.strip().upper()
-        if name.isdigit():
+        if name.isascii() and name.isdecimal():
             number_ = int(name)
         else:
             name = name if name.startswith("SIG") else "SIG" + name
@@ -142,17 +142,24 @@ def signal_name(number_: int) -> str:
         return str(number_)
 
 
+MAX_ID = 2**32 - 2  # (uid_t)-1 means "unchanged" to the kernel
+
+
 def ident(value: Any) -> str | int | None:
     """A user or group, by name or number; resolved later against the system."""
     if value is None or value == "":
         return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueProblem(f"expected a user or group, got {value!r}")
-        return value
     if isinstance(value, str):
         stripped = value.strip()
-        return int(stripped) if stripped.isdigit() else stripped
+        if not (stripped.isascii() and stripped.isdecimal()):
+            if not stripped or "\0" in stripped or len(stripped) > 256:
+                raise ValueProblem(f"expected a user or group name, got {value!r}")
+            return stripped
+        value = int(stripped)
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value <= MAX_ID:
+            raise ValueProblem(f"expected an id between 0 and {MAX_ID}, got {value}")
+        return value
     raise ValueProblem(f"expected a user or group name or number, got {value!r}")
 
 
@@ -195,8 +202,9 @@ def size(value: Any) -> int:
     """A byte count, optionally with a K, M or G suffix."""
     if isinstance(value, str) and value.strip()[-1:].lower() in _SIZE_SUFFIXES:
         stripped = value.strip()
-        return integer(stripped[:-1]) * _SIZE_SUFFIXES[stripped[-1].lower()]
-    result = integer(value)
+        result = integer(stripped[:-1]) * _SIZE_SUFFIXES[stripped[-1].lower()]
+    else:
+        result = integer(value)
     if result < 0:
         raise ValueProblem(f"expected a size >= 0, got {value!r}")
     return result

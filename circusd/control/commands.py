@@ -28,6 +28,7 @@ from circusd.config.options import (
 from circusd.control.protocol import Properties
 from circusd.errors import CommandError, Errno, ValueProblem
 from circusd.streams import make_stream
+from circusd.users import resolve
 
 if TYPE_CHECKING:
     from circusd.daemon import Daemon
@@ -139,28 +140,27 @@ def _apply_options(base: WatcherConfig, options: dict[str, Any]) -> WatcherConfi
             apply_watcher_option(changes, base, key, value)
         except ValueProblem as exc:
             raise CommandError(f"invalid option {key!r}: {exc}") from None
-    try:
-        config = base.replace(**changes)
-        if config.singleton and config.numprocesses > 1:
-            raise ValueProblem("a singleton watcher runs at most one process")
-        for which in ("stdout_stream", "stderr_stream"):
-            conf = getattr(config, which)
-            if conf and conf != getattr(base, which):
-                try:
-                    make_stream(conf, config.name, 1).close()  # validates, opens
-                except (ValueError, OverflowError) as exc:
-                    raise ValueProblem(f"invalid option {which!r}: {exc}") from None
-        from circusd.users import resolve
-
-        try:
-            resolve(config.uid, config.gid)
-        except (ValueError, OverflowError) as exc:
-            raise ValueProblem(f"invalid option 'uid' or 'gid': {exc}") from None
-    except ValueProblem as exc:
-        raise CommandError(str(exc)) from None
-    except OSError as exc:
-        raise CommandError(f"{exc.filename}: {exc.strerror}", Errno.OS_ERROR) from None
+    config = base.replace(**changes)
+    if config.singleton and config.numprocesses > 1:
+        raise CommandError("a singleton watcher runs at most one process")
+    for which in ("stdout_stream", "stderr_stream"):
+        conf = getattr(config, which)
+        if conf and conf != getattr(base, which):
+            _check(which, lambda conf=conf: make_stream(conf, config.name, 1).close())
+    _check("uid' or 'gid", lambda: resolve(config.uid, config.gid))
     return config
+
+
+def _check(option: str, attempt: Callable[[], object]) -> None:
+    """Run a validation step; any failure becomes one errno-3 line naming it."""
+    try:
+        attempt()
+    except (ValueProblem, ValueError, OverflowError) as exc:
+        raise CommandError(f"invalid option {option!r}: {exc}") from None
+    except OSError as exc:
+        raise CommandError(
+            f"invalid option {option!r}: {exc.filename}: {exc.strerror}", Errno.OS_ERROR
+        ) from None
 
 
 async def add(daemon: Daemon, props: Properties) -> Result:
@@ -267,7 +267,7 @@ async def kill(daemon: Daemon, props: Properties) -> Result:
     signum = _signum(props.values.get("signum", watcher.config.stop_signal))
     timeout = props.number("graceful_timeout", watcher.config.graceful_timeout)
     targets = [watcher.processes[pid]] if pid else list(watcher.processes.values())
-    return Work(watcher.kill_processes(targets, signum, timeout))
+    return Work(watcher.kill(targets, signum, timeout))
 
 
 # -- reading ------------------------------------------------------------------

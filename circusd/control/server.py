@@ -60,6 +60,13 @@ class ControlServer:
             # the in-flight slots before any of them had a chance to finish.
             await asyncio.sleep(0)
 
+    async def drain(self, timeout: float) -> None:
+        """Let requests in progress (a ``quit`` waiting for its reply) finish."""
+        current = asyncio.current_task()
+        pending = [task for task in self._tasks if task is not current]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+
     @staticmethod
     def _split(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
         """``[identity, (b"",) body...]`` into the envelope and the body frames."""

@@ -1063,15 +1063,9 @@ def test_generated_garbage_always_gets_a_clean_reply(target: Target) -> None:
     target.assert_unchanged()
 
 
-# -- known bugs outside the control package ------------------------------------
+# -- bounds checked before anything is spawned or opened ---------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="values.ident has no upper bound: add accepts uid 10**30 (with a gid), "
-    "and starting the watcher then raises OverflowError in subprocess, which "
-    "Watcher.spawn_one does not catch, leaving the watcher 'starting' for good",
-)
 def test_add_refuses_a_uid_no_system_can_have(target: Target) -> None:
     target.refused(
         request(
@@ -1083,12 +1077,6 @@ def test_add_refuses_a_uid_no_system_can_have(target: Target) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="values.ident has no upper bound: add accepts gid 2**40, and "
-    "starting the watcher raises ValueError ('invalid group id') in "
-    "subprocess, which Watcher.spawn_one does not catch",
-)
 def test_add_refuses_a_gid_no_system_can_have(target: Target) -> None:
     target.refused(
         request("add", {"name": "bigid", "cmd": "sleep 1", "options": {"gid": 2**40}}),
@@ -1097,12 +1085,6 @@ def test_add_refuses_a_gid_no_system_can_have(target: Target) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the max_age option has no upper bound: add accepts 10**400, and the "
-    "first spawn raises OverflowError in loop.call_later after the process "
-    "started, leaving it running and the watcher 'starting' for good",
-)
 def test_add_refuses_a_max_age_too_large_to_schedule(target: Target) -> None:
     target.refused(
         request(
@@ -1113,12 +1095,6 @@ def test_add_refuses_a_max_age_too_large_to_schedule(target: Target) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TimedRotatingFileStream opens its file before computing its next "
-    "rotation, which overflows for a huge rotate_interval: the refused add/set "
-    "leaks one open file in circusd per request",
-)
 def test_a_refused_stream_leaks_no_file_descriptor(target: Target) -> None:
     fds = Path(f"/proc/{target.daemon.process.pid}/fd")
     before = len(list(fds.iterdir()))
