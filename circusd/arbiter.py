@@ -41,8 +41,8 @@ class Arbiter:
     def bind(self) -> None:
         """Bind sockets and the event stream; errors here stop the start."""
         self.publisher = Publisher(self.context, self.config.circus.pubsub_endpoint)
-        for config in self.config.sockets:
-            self._add_socket(config)
+        for sock in self.config.sockets:
+            self._add_socket(sock)
         for config in self.config.watchers:
             self.watchers[config.name.lower()] = Watcher(config, self)
         self.reaper.start()

@@ -451,3 +451,18 @@ def test_on_demand_watcher_starts_at_the_first_connection(start_daemon):
     port = daemon.ok("listsockets")["sockets"][0]["port"]
     with socket.create_connection(("127.0.0.1", port), timeout=5):
         wait_for(lambda: len(daemon.pids("lazy")) == 1, what="on-demand start")
+
+
+def test_over_long_ipc_path_is_refused_at_once(start_daemon, workdir):
+    long_path = f"{workdir}/{'a' * 110}.sock"
+    started = time.monotonic()
+    daemon = start_daemon(f"""
+        [circus]
+        endpoint = ipc://{long_path}
+
+        [watcher:w]
+        cmd = sleep 300
+        """, ready=False)
+    assert daemon.wait_exit(5) == 78
+    assert time.monotonic() - started < 2
+    assert "107" in daemon.output() and long_path in daemon.output()
