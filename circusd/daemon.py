@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import zmq
@@ -20,7 +20,8 @@ from circusd.control.protocol import MAX_MESSAGE
 from circusd.control.server import ControlServer
 from circusd.errors import CircusdError, ConfigError
 from circusd.reaper import become_subreaper
-from circusd.systemd import notify
+from circusd.sockets import passed_sockets
+from circusd.systemd import ActivatedContext, Systemd, status_line
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,28 @@ def claim_ipc_path(path: str) -> None:
     raise StartupError(f"endpoint path {path} is in use by another running process")
 
 
+class ReportingArbiter(Arbiter):
+    """The arbiter, calling ``on_event`` after each event it publishes (every
+    change in processes and watchers is one), for systemd's STATUS= line."""
+
+    def __init__(
+        self, config: Config, context: zmq.Context[Any], on_event: Callable[[], None]
+    ) -> None:
+        super().__init__(config, context)
+        self._on_event = on_event
+
+    def publish(self, topic: str, payload: dict[str, Any]) -> None:
+        super().publish(topic, payload)
+        self._on_event()
+
+
 class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.context = zmq.asyncio.Context()
+        # First, before anything can spawn: systemd's variables leave os.environ.
+        self.systemd = Systemd.from_environment()
+        passed_sockets.offer(self.systemd.socket_fds())
+        self.context = ActivatedContext()
         self.arbiter: Arbiter
         self._done = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -65,7 +84,8 @@ class Daemon:
     # -- binding -------------------------------------------------------------------
 
     def _bind(self, kind: int, endpoint: str) -> zmq.asyncio.Socket:
-        path = ipc_path(endpoint)
+        # An endpoint passed by systemd is its socket: never probe or unlink it.
+        path = None if self.context.adopts(endpoint) else ipc_path(endpoint)
         if path is not None:
             claim_ipc_path(path)
         sock = self.context.socket(kind)
@@ -87,9 +107,22 @@ class Daemon:
 
     def bind_all(self) -> None:
         circus = self.config.circus
+        self.context.adopt(
+            self.systemd.endpoint_fds(
+                {
+                    "control": circus.endpoint,
+                    "pubsub": circus.pubsub_endpoint,
+                    "stats": circus.stats_endpoint,
+                }
+            )
+        )
         self._control = self._bind(zmq.ROUTER, circus.endpoint)
-        self.arbiter = Arbiter(self.config, self.context)
-        pubsub_path = ipc_path(circus.pubsub_endpoint)
+        self.arbiter = ReportingArbiter(self.config, self.context, self.systemd.changed)
+        pubsub_path = (
+            None
+            if self.context.adopts(circus.pubsub_endpoint)
+            else ipc_path(circus.pubsub_endpoint)
+        )
         if pubsub_path is not None:
             claim_ipc_path(pubsub_path)
             self._ipc_paths.append(pubsub_path)
@@ -118,21 +151,34 @@ class Daemon:
         loop.add_signal_handler(signal.SIGUSR2, self._on_usr2)
         loop.add_signal_handler(signal.SIGWINCH, lambda: None)
         assert self._control is not None
-        server = asyncio.create_task(ControlServer(self, self._control).serve())
+        control = ControlServer(self, self._control)
+        server = asyncio.create_task(control.serve())
+        self.systemd.start(self._status_line)
+        await asyncio.sleep(0)  # the server now waits for requests
         log.info(
             "circusd started pid=%d endpoint=%s",
             os.getpid(),
             self.config.circus.endpoint,
         )
         self._warn_unsupported()
-        notify("READY=1\nSTATUS=starting watchers")
+        self.systemd.ready("starting watchers")
         self.background(self._start_watchers(), "start")
         await self._done.wait()
+        await control.drain(timeout=2.0)  # a waiting `quit` gets its reply
         server.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await server
         self._close()
         return self.exit_code
+
+    def _status_line(self) -> str:
+        watchers = self.arbiter.watchers.values()
+        return status_line(
+            running=self.arbiter.numprocesses(),
+            wanted=sum(w.numprocesses for w in watchers if w.is_running()),
+            watchers=len(watchers),
+            failed=sum(1 for w in watchers if w.status() == "failed"),
+        )
 
     def _warn_unsupported(self) -> None:
         """Say once, at start, which parts of the config are not acted on."""
@@ -161,13 +207,18 @@ class Daemon:
                 "multicast_endpoint %s ignored: autodiscovery is not supported",
                 circus.multicast_endpoint,
             )
+        unused = passed_sockets.names() - set(self.arbiter.sockets)
+        for name in sorted(unused | ({"stats"} & self.systemd.names())):
+            log.warning(
+                "systemd socket %s not used: no [socket:%s] in the config "
+                "and not an endpoint circusd binds",
+                name,
+                name,
+            )
 
     async def _start_watchers(self) -> None:
         await self.arbiter.start()
-        total = self.arbiter.numprocesses()
-        notify(
-            f"STATUS={total} processes running in {len(self.arbiter.watchers)} watchers"
-        )
+        self.systemd.changed()
 
     def background(self, job: Coroutine[Any, Any, Any], what: str) -> None:
         """Run work that a client did not wait for; log if it fails."""
@@ -206,19 +257,22 @@ class Daemon:
     # -- commands that act on the whole daemon -----------------------------------
 
     async def shutdown(self) -> None:
-        notify("STOPPING=1")
+        self.systemd.stopping()
         await self.arbiter.stop()
         self._done.set()
 
     async def reload_config(self) -> None:
-        notify("RELOADING=1")
+        self.systemd.reloading()
         try:
             await self.arbiter.reload_config()
         except ConfigError as exc:
             log.error("reload rejected, keeping the running config: %s", exc)
+            self.systemd.reloaded(problem=str(exc))
             raise
-        finally:
-            notify("READY=1")
+        except Exception:
+            self.systemd.reloaded(problem="internal error, see the log")
+            raise
+        self.systemd.reloaded()
 
     async def restart_all(self) -> None:
         """``restart`` without a name: re-read the config, restart everything."""
@@ -233,8 +287,9 @@ class Daemon:
         if self.arbiter.publisher is not None:
             self.arbiter.publisher.close()
         if self._control is not None:
-            self._control.close()
+            self._control.close(linger=500)  # flush the last replies
         self.context.term()
         for path in self._ipc_paths:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+        self.systemd.close()
