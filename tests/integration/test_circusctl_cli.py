@@ -1,8 +1,8 @@
 """The real circusctl console script against a real daemon.
 
-The daemon is Circus 0.19's for now (from /tmp/circus-venv); set
-CIRCUSCTL_TEST_PEER=circusd to run the same tests against circusd's own
-daemon. Everything that knows which daemon runs is in ``_run_peer``.
+Every test runs against circusd's own daemon and against Circus 0.19's (from
+.peers/circus, built by ``make peers``), so our client is known to work with
+both. Everything that knows which daemon runs is in ``_run_peer``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from circusd.client import CircusClient, DaemonUnreachable, ReplyError
 pytestmark = pytest.mark.timeout(60)
 
 CIRCUSCTL = Path(sys.executable).with_name("circusctl")
-CIRCUS_DAEMON = Path("/tmp/circus-venv/bin/circusd")
+CIRCUS_DAEMON = Path(__file__).resolve().parents[2] / ".peers/circus/bin/circusd"
 PEER_COMMANDS = {
     "circus": [str(CIRCUS_DAEMON)],
     "circusd": [sys.executable, "-m", "circusd.cli.daemon"],
@@ -151,11 +151,10 @@ def _answers(endpoint: str, expected_processes: int) -> bool:
 
 
 @contextlib.contextmanager
-def _run_peer(directory: Path) -> Iterator[Peer]:
+def _run_peer(directory: Path, kind: str) -> Iterator[Peer]:
     """Start the daemon under test in ``directory``; stop it and its children."""
-    kind = os.environ.get("CIRCUSCTL_TEST_PEER", "circus")
     if kind == "circus" and not CIRCUS_DAEMON.exists():
-        pytest.skip(f"Circus 0.19 is not installed at {CIRCUS_DAEMON}")
+        pytest.skip(f"Circus 0.19 is not installed at {CIRCUS_DAEMON}: make peers")
     (directory / "catcher.py").write_text(CATCHER)
     config = directory / "circus.ini"
     config.write_text(_config(directory))
@@ -213,17 +212,26 @@ def _stop(process: subprocess.Popen[bytes], descendants: set[psutil.Process]) ->
             child.kill()  # psutil checks it is still the same process
 
 
+@pytest.fixture(scope="module", params=["circusd", "circus"])
+def peer_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def circus_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
+def circus_peer(
+    tmp_path_factory: pytest.TempPathFactory, peer_kind: str
+) -> Iterator[Peer]:
     """A daemon shared by the tests of this module; tests leave it as they found it."""
-    with _run_peer(tmp_path_factory.mktemp("peer")) as peer:
+    with _run_peer(tmp_path_factory.mktemp("peer"), peer_kind) as peer:
         yield peer
 
 
 @pytest.fixture
-def own_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
+def own_peer(
+    tmp_path_factory: pytest.TempPathFactory, peer_kind: str
+) -> Iterator[Peer]:
     """A daemon for one test that stops, pauses or kills it."""
-    with _run_peer(tmp_path_factory.mktemp("own")) as peer:
+    with _run_peer(tmp_path_factory.mktemp("own"), peer_kind) as peer:
         yield peer
 
 
