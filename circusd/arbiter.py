@@ -64,6 +64,9 @@ class Arbiter:
                 await asyncio.sleep(self.config.circus.warmup_delay)
             first = False
             await watcher.start()
+        log.info(
+            "started watchers=%d processes=%d", len(self.watchers), self.numprocesses()
+        )
 
     async def stop(self) -> None:
         """Stop every watcher, lowest priority first, then release sockets."""

@@ -40,8 +40,11 @@ def call(endpoint: str, command: str, timeout: float = 5.0, **props: Any) -> Any
     try:
         sock.connect(endpoint)
         request_id = uuid.uuid4().hex
-        sock.send(json.dumps({"command": command, "properties": props,
-                              "id": request_id}).encode())
+        sock.send(
+            json.dumps(
+                {"command": command, "properties": props, "id": request_id}
+            ).encode()
+        )
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -108,8 +111,9 @@ class Daemon:
         self.notify.close()
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0,
-             what: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition"
+) -> Any:
     """Wait for something outside the daemon (a file, a process) to happen."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -141,8 +145,10 @@ def start_daemon(workdir: Path) -> Iterator[Callable[..., Daemon]]:
     ) -> Daemon:
         text = textwrap.dedent(ini).replace("{dir}", str(workdir))
         if "[circus]" not in text:
-            text = (f"[circus]\nendpoint = ipc://{workdir}/ctl.sock\n"
-                    f"pubsub_endpoint = ipc://{workdir}/pub.sock\n\n{text}")
+            text = (
+                f"[circus]\nendpoint = ipc://{workdir}/ctl.sock\n"
+                f"pubsub_endpoint = ipc://{workdir}/pub.sock\n\n{text}"
+            )
         config = workdir / "circus.ini"
         config.write_text(text)
         notify_path = workdir / "notify.sock"
@@ -151,14 +157,17 @@ def start_daemon(workdir: Path) -> Iterator[Callable[..., Daemon]]:
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(str(notify_path))
         log = workdir / "circusd.log"
-        environment = {**os.environ, "NOTIFY_SOCKET": str(notify_path),
-                       **(env or {})}
+        environment = {**os.environ, "NOTIFY_SOCKET": str(notify_path), **(env or {})}
         environment.pop("JOURNAL_STREAM", None)
         with log.open("wb") as output:
             process = subprocess.Popen(
                 [*CIRCUSD, str(config), "--log-level", "debug", *args],
-                stdout=output, stderr=subprocess.STDOUT, env=environment,
-                cwd=workdir, start_new_session=True)
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=environment,
+                cwd=workdir,
+                start_new_session=True,
+            )
         daemon = Daemon(process, workdir, config, log, notify)
         started.append(daemon)
         if ready:
@@ -170,6 +179,16 @@ def start_daemon(workdir: Path) -> Iterator[Callable[..., Daemon]]:
                 raise AssertionError(
                     f"circusd not ready in {READY_TIMEOUT}s:\n{daemon.output()}"
                 ) from None
+            # READY=1 comes once the endpoints answer; watchers start after.
+            log_file = (
+                Path(args[args.index("--log-output") + 1])
+                if ("--log-output" in args)
+                else log
+            )
+            wait_for(
+                lambda: "started watchers=" in log_file.read_text(errors="replace"),
+                what="watchers to finish starting",
+            )
         return daemon
 
     yield start
@@ -207,7 +226,13 @@ def test_user() -> Iterator[ServiceUser]:
     import pwd
 
     entry = pwd.getpwnam(name)
-    yield ServiceUser(name, entry.pw_uid, entry.pw_gid, extra,
-                   grp.getgrnam(extra).gr_gid, entry.pw_dir)
+    yield ServiceUser(
+        name,
+        entry.pw_uid,
+        entry.pw_gid,
+        extra,
+        grp.getgrnam(extra).gr_gid,
+        entry.pw_dir,
+    )
     subprocess.run(["userdel", "-r", name], capture_output=True)
     subprocess.run(["groupdel", extra], capture_output=True)
