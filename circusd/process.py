@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
@@ -12,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from circusd.config.interpolate import spawn_text
@@ -245,58 +244,3 @@ def _output(closed: bool, captured: bool) -> int | None:
     if closed:
         return subprocess.DEVNULL
     return subprocess.PIPE if captured else None
-
-
-# -- the process tree --------------------------------------------------------
-
-
-def _proc_table() -> dict[int, tuple[int, int]]:
-    """pid -> (ppid, session id) for every process, from one read of /proc."""
-    table: dict[int, tuple[int, int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as handle:
-                data = handle.read()
-        except OSError:
-            continue
-        fields = data[data.rfind(b")") + 2 :].split()
-        table[int(entry.name)] = (int(fields[1]), int(fields[3]))
-    return table
-
-
-def tree(leaders: Iterable[int]) -> set[int]:
-    """The leaders and every process that descends from them or shares their
-    session, including grandchildren re-parented to circusd after their
-    parent exited. A process that both left the session and lost its parent
-    (setsid after a double fork) cannot be told apart without cgroups."""
-    table = _proc_table()
-    roots = set(leaders)
-    members = {pid for pid in roots if pid in table}
-    members |= {pid for pid, (_, sid) in table.items() if sid in roots}
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    pending = list(members)
-    while pending:
-        for child in children.get(pending.pop(), ()):
-            if child not in members:
-                members.add(child)
-                pending.append(child)
-    members.discard(os.getpid())
-    return members
-
-
-def open_pidfd(pid: int) -> int | None:
-    try:
-        return os.pidfd_open(pid)
-    except OSError:
-        return None  # already gone
-
-
-def send_signal(pidfd: int, signum: int) -> None:
-    import signal
-
-    with contextlib.suppress(ProcessLookupError):
-        signal.pidfd_send_signal(pidfd, signum)

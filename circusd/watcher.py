@@ -8,13 +8,14 @@ other instead of being refused, and one slow watcher never delays another.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import os
 import random
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from circusd import process as proc
@@ -25,6 +26,7 @@ from circusd.hooks import Hooks
 from circusd.reaper import describe_exit, exit_code
 from circusd.restart import RestartPolicy
 from circusd.streams import PipeReader, Stream, make_stream
+from circusd.tree import Tree, children_of
 from circusd.users import Identity, resolve
 
 if TYPE_CHECKING:
@@ -493,11 +495,9 @@ class Watcher:
         self.hooks.run("before_signal", self, self.arbiter, signum=signum)
         for process in targets:
             if children or recursive:
-                members = proc.tree([process.pid]) - {process.pid}
-                if not recursive:
-                    members = {m for m in members if _parent(m) == process.pid}
-                for member in members:
-                    _kill(member, signum)
+                for member in children_of(process.pid, recursive):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(member, signum)
             if not children or recursive:
                 self._signal_one(process, signum)
         self.hooks.run("after_signal", self, self.arbiter, signum=signum)
@@ -515,47 +515,40 @@ class Watcher:
         """
         if not processes:
             return
-        timeout = (
-            self.config.graceful_timeout
-            if graceful_timeout is None
-            else graceful_timeout
-        )
+        if graceful_timeout is None:
+            graceful_timeout = self.config.graceful_timeout
         for process in processes:
             process.stopping = True
-        leaders = [p.pid for p in processes]
-        members = proc.tree(leaders)
-        pidfds = {pid: fd for pid in members if (fd := proc.open_pidfd(pid))}
+            self.publish("kill", process_pid=process.pid)
+        stopping = Tree(process.pid for process in processes)
         try:
-            for process in processes:
-                self._signal_one(process, signum)
-            if self.config.stop_children:
-                for pid, fd in pidfds.items():
-                    if pid not in leaders:
-                        proc.send_signal(fd, signum)
-            for fd in pidfds.values():
-                proc.send_signal(fd, signal.SIGCONT)  # a stopped process must see it
-            if await self._wait_gone(pidfds, timeout):
-                return
-            leftover = proc.tree(leaders) | set(pidfds)
-            for pid in leftover - set(pidfds):
-                if (fd := proc.open_pidfd(pid)) is not None:
-                    pidfds[pid] = fd
-            log.warning(
-                "graceful_timeout expired, killing watcher=%s pids=%s",
-                self.name,
-                sorted(pidfds),
-            )
-            for fd in pidfds.values():
-                proc.send_signal(fd, signal.SIGKILL)
-            if not await self._wait_gone(pidfds, KILL_WAIT):
-                log.error(
-                    "processes survived SIGKILL watcher=%s pids=%s",
+            stopping.signal(signum, others=self.config.stop_children)
+            stopping.signal(signal.SIGCONT)  # a stopped process must see it
+            if not await stopping.wait(graceful_timeout):
+                stopping.refresh()
+                log.warning(
+                    "graceful_timeout expired, killing watcher=%s pids=%s",
                     self.name,
-                    sorted(pidfds),
+                    stopping.pids,
                 )
+                stopping.signal(signal.SIGKILL)
+                if not await stopping.wait(KILL_WAIT):
+                    log.error(
+                        "processes survived SIGKILL watcher=%s pids=%s",
+                        self.name,
+                        stopping.pids,
+                    )
         finally:
-            for fd in pidfds.values():
-                os.close(fd)
+            stopping.close()
+        await self._reaped(processes)
+
+    async def _reaped(self, processes: list[proc.Process]) -> None:
+        """Wait for the reaper to collect each exit, so that "stopped" also
+        means every exit was seen and published."""
+        for process in processes:
+            if process.pid in self.processes:
+                waiter = self._exited.setdefault(process.pid, self.loop.create_future())
+                await asyncio.wait([waiter], timeout=1.0)
 
     async def kill(
         self, processes: list[proc.Process], signum: int, graceful_timeout: float
@@ -564,30 +557,6 @@ class Watcher:
         await self.kill_processes(processes, signum, graceful_timeout)
         if self.is_running():
             await self._fill()
-
-    async def _wait_gone(self, pidfds: dict[int, int], timeout: float) -> bool:
-        """Wait until every pidfd reports an exit; drop those that did."""
-        loop = self.loop
-        pending: dict[int, asyncio.Future[None]] = {}
-        for pid, fd in pidfds.items():
-            future: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(fd, _resolve_once(future))
-            pending[pid] = future
-        try:
-            if pending:
-                await asyncio.wait(pending.values(), timeout=timeout)
-        finally:
-            for fd in pidfds.values():
-                loop.remove_reader(fd)
-        for pid, future in pending.items():
-            if future.done():
-                os.close(pidfds.pop(pid))
-        # An exited leader may still be waiting to be reaped: let the reaper
-        # run so that "stopped" also means every exit was seen.
-        for pid in [p for p in self.processes if p in pending and pending[p].done()]:
-            waiter = self._exited.setdefault(pid, loop.create_future())
-            await asyncio.wait([waiter], timeout=1.0)
-        return not pidfds
 
     # -- information -------------------------------------------------------------
 
@@ -616,30 +585,6 @@ def _needs_no_restart(old: WatcherConfig, new: WatcherConfig) -> bool:
         if option.restarts and getattr(old, name) != getattr(new, name):
             return False
     return old.rlimits == new.rlimits and old.hooks == new.hooks
-
-
-def _resolve_once(future: asyncio.Future[None]) -> Callable[[], None]:
-    def done() -> None:
-        if not future.done():
-            future.set_result(None)
-
-    return done
-
-
-def _parent(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return None
-    return int(data[data.rfind(b")") + 2 :].split()[1])
-
-
-def _kill(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
 
 
 def proc_retry_floor() -> float:

@@ -15,8 +15,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import psutil
-
 from circusd import stats
 from circusd.config import values
 from circusd.config.model import WatcherConfig
@@ -28,6 +26,7 @@ from circusd.config.options import (
 from circusd.control.protocol import Properties
 from circusd.errors import CommandError, Errno, ValueProblem
 from circusd.streams import make_stream
+from circusd.tree import children_of
 from circusd.users import resolve
 
 if TYPE_CHECKING:
@@ -246,19 +245,12 @@ async def signal(daemon: Daemon, props: Properties) -> Result:
     if childpid is not None:
         if pid is None:
             raise CommandError("message invalid 'childpid' needs 'pid'")
-        if childpid not in _descendants(pid):
+        if childpid not in children_of(pid, recursive=True):
             raise CommandError(f"process {childpid} is not a child of {pid}")
         os.kill(childpid, signum)
         return {}
     watcher.send_signal(signum, pid, props.flag("children"), props.flag("recursive"))
     return {}
-
-
-def _descendants(pid: int) -> set[int]:
-    try:
-        return {child.pid for child in psutil.Process(pid).children(recursive=True)}
-    except psutil.Error:
-        return set()
 
 
 async def kill(daemon: Daemon, props: Properties) -> Result:
