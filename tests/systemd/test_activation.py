@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -291,3 +292,31 @@ def test_an_inetd_style_listening_socket_on_stdin_is_refused(launch, workdir):
     assert "standard input is a listening socket (StandardInput=socket?)" in (
         run.output()
     )
+
+
+@needs_activate
+def test_a_changed_socket_section_is_adopted_again_on_reload(launch, workdir):
+    port = free_port()
+    section = f"[socket:web]\nhost = 127.0.0.1\nport = {port}\n"
+    # The command names the socket, so a change to it restarts the watcher.
+    watcher = (
+        f"\n[watcher:app]\ncmd = {FD_REPORT} {{dir}}/app.json $(circus.sockets.web)\n"
+    )
+    run = launch(section + watcher, prefix=activate(f"127.0.0.1:{port}", names="web"))
+    wait_listening(("127.0.0.1", port))
+    before = socket_inode(run.process.pid, 3)
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass
+    run.manager.wait_for("READY=1")
+    assert before in fd_report(workdir / "app.json")["fds"].values()
+
+    (workdir / "app.json").unlink()
+    config = workdir / "circus.ini"
+    config.write_text(config.read_text().replace("port =", "backlog = 64\nport ="))
+    run.process.send_signal(signal.SIGHUP)
+    run.manager.wait_for("RELOADING=1")
+    assert "STATUS" not in run.manager.wait_for("READY=1").fields  # accepted
+    assert before in fd_report(workdir / "app.json")["fds"].values()
+    assert run.output().count("adopted socket=web") == 2
+    assert "closed socket=web" in run.output()
+    assert socket_inode(run.process.pid, 3) == before
