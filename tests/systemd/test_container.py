@@ -502,3 +502,37 @@ def test_activated_socket_keeps_its_inode_across_a_daemon_restart(container):
     assert after == inode and inode.count("'") == 2  # ... on the same socket
     assert "adopted socket=web" in container.journal()
     container.systemctl("stop", "circusd", "circusd-web.socket")
+
+
+def tightening_dropin() -> str:
+    """The drop-in that docs/systemd.md offers for hosts whose watchers need
+    less: the test keeps the promise that circusd still works with it."""
+    text = (REPO / "docs" / "systemd.md").read_text()
+    section = text.split("### Tightening it for your host", 1)[1]
+    return section.split("```ini\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_tightened_unit_from_the_docs_still_runs_watchers_as_users(container):
+    dropin = "/etc/systemd/system/circusd.service.d/tighten.conf"
+    container.write(dropin, tightening_dropin())
+    container.configure(
+        BASE_CONFIG + "\n[watcher:unprivileged]\ncmd = sleep 1000\nuid = nobody\n"
+    )
+    try:
+        container.systemctl("daemon-reload")
+        container.systemctl("start", "circusd")
+        status = container.circusctl("status")
+        assert re.search(r"unprivileged\s+active", status), status
+        pid = wait_until(
+            lambda: re.findall(r"\d+", container.circusctl("list", "unprivileged")),
+            10,
+            "the unprivileged watcher's pid",
+        )[0]
+        owner = container.run("ps", "-o", "user=", "-p", pid).stdout.strip()
+        assert owner == "nobody"
+        security = container.run("systemd-analyze", "security", "circusd").stdout
+        assert "Overall exposure level for circusd.service: 3.3" in security
+    finally:
+        container.systemctl("stop", "circusd")
+        container.run("rm", "-f", dropin)
+        container.systemctl("daemon-reload")
