@@ -1,0 +1,363 @@
+"""One SSH connection that carries every ZeroMQ connection of a command.
+
+``SSHSession.connect_socket`` is a Connector (see circusd.client.endpoints):
+give it to CircusClient or subscribe and their sockets reach the daemon
+through the SSH server, as the SSH login user. tcp endpoints use
+``direct-tcpip`` channels, ipc endpoints ``direct-streamlocal`` channels;
+both are resolved on the server, as with ``ssh -L``.
+
+The connection is made at the first socket, within ``SSHOptions.timeout``:
+TCP (or ProxyJump hops), handshake, host key check, then public-key
+authentication with the explicit key file, the agent's keys and the
+IdentityFile keys, in that order. ``close`` ends it all; nothing it starts
+outlives the process (threads are daemon threads, the bridge has no file).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import paramiko
+import zmq
+
+from circusd.client.endpoints import Endpoint
+from circusd.client.errors import InvalidEndpoint
+from circusd.client.ssh.bridge import Pump, bridge
+from circusd.client.ssh.errors import (
+    AuthenticationFailed,
+    ChannelRefused,
+    SSHError,
+    SSHUnreachable,
+)
+from circusd.client.ssh.hostkeys import check_host_key, known_keys, preferred_key_types
+from circusd.client.ssh.keys import AgentKeys, Identity, KeyRing
+from circusd.client.ssh.target import (
+    HostSettings,
+    SSHTarget,
+    load_config,
+    resolve_chain,
+)
+from circusd.client.ssh.transport import (
+    PARAMIKO_TESTED,
+    TunnelTransport,
+    paramiko_version,
+    quick_ack,
+    streamlocal_supported,
+)
+
+logger = logging.getLogger(__name__)
+
+KEEPALIVE_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class SSHOptions:
+    """How to connect; shared by the sessions of a fan-out."""
+
+    timeout: float = 10.0  # for the whole connection set-up
+    config_file: str | None = None  # default: ~/.ssh/config
+    accept_new: bool = False
+    keys: KeyRing = field(default_factory=KeyRing)
+    notice: Callable[[str], None] | None = None  # e.g. "added host key ..."
+
+
+class SSHSession:
+    """An SSH connection to ``target`` and the tunnels opened through it."""
+
+    def __init__(self, target: SSHTarget, options: SSHOptions | None = None) -> None:
+        self.target = target
+        self.options = options or SSHOptions()
+        self._lock = threading.Lock()
+        self._transports: list[TunnelTransport] = []
+        self._agents: list[AgentKeys] = []
+        self._pumps: list[Pump] = []
+        self._closed = False
+
+    def __enter__(self) -> SSHSession:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def label(self) -> str:
+        return f"ssh {self.target}"
+
+    def open(self) -> None:
+        """Connect, check the host key and authenticate, if not done yet.
+
+        Raises an SSHError subclass whose message names the host and why.
+        """
+        with self._lock:
+            if self._closed:
+                raise SSHError(f"{self.label}: the session is closed")
+            if self._transports:
+                return
+            deadline = time.monotonic() + self.options.timeout
+            try:
+                self._connect_chain(deadline)
+            except BaseException:
+                self._close_transports()
+                raise
+
+    def connect_socket(
+        self, context: zmq.Context[Any], kind: int, endpoint: Endpoint, timeout: float
+    ) -> zmq.Socket[Any]:
+        """A Connector: a ZeroMQ socket connected to ``endpoint`` over SSH."""
+        self.open()
+        channel = self._open_channel(endpoint, timeout)
+        try:
+            sock, pump = bridge(context, kind, channel, endpoint.address, timeout)
+        except BaseException:
+            channel.close()
+            raise
+        with self._lock:
+            self._pumps.append(pump)
+        return sock
+
+    def problem(self) -> str | None:
+        """Why tunnelled traffic stopped, if the session knows; else None."""
+        for pump in self._pumps:
+            if pump.error:
+                return f"{self.label}: {pump.error}"
+        transport = self._transports[-1] if self._transports else None
+        if transport is not None and not transport.is_active():
+            cause = transport.get_exception()
+            detail = f": {cause}" if cause else ""
+            return f"{self.label}: the SSH connection was lost{detail}"
+        return None
+
+    def close(self) -> None:
+        """Close every tunnel, then the connection (and its ProxyJump hops)."""
+        with self._lock:
+            self._closed = True
+            pumps, self._pumps = self._pumps, []
+        for pump in pumps:
+            pump.close()
+        self._close_transports()
+
+    def _close_transports(self) -> None:
+        for transport in reversed(self._transports):
+            transport.close()
+        self._transports = []
+        for agent in self._agents:
+            agent.close()
+        self._agents = []
+
+    # -- connecting -------------------------------------------------------
+
+    def _connect_chain(self, deadline: float) -> None:
+        config = load_config(self.options.config_file)
+        chain = resolve_chain(self.target, config, self.options.accept_new)
+        previous: TunnelTransport | None = None
+        for host in chain:
+            sock = self._reach(host, previous, deadline)
+            previous = self._start(host, sock, deadline)
+            self._transports.append(previous)
+            self._authenticate(host, previous, deadline)
+
+    def _reach(
+        self, host: HostSettings, through: TunnelTransport | None, deadline: float
+    ) -> Any:
+        """A connected socket to ``host``: TCP, or a channel through a jump."""
+        if through is not None:
+            try:
+                return through.open_channel(
+                    "direct-tcpip",
+                    (host.hostname, host.port),
+                    ("127.0.0.1", 0),
+                    timeout=_left(deadline),
+                )
+            except paramiko.ChannelException as exc:
+                raise SSHUnreachable(
+                    f"{self.label}: the jump host cannot connect to {host.address}: "
+                    f"{exc.text}"
+                ) from None
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise self._unreachable(host, f"jump failed: {exc}") from None
+        limit = _left(deadline)
+        if host.connect_timeout is not None:
+            limit = min(limit, host.connect_timeout)
+        try:
+            sock = socket.create_connection((host.hostname, host.port), timeout=limit)
+        except socket.gaierror as exc:
+            raise self._unreachable(
+                host, f"cannot resolve {host.hostname}: {exc.strerror}"
+            ) from None
+        except TimeoutError:
+            raise self._unreachable(host, f"no connection within {limit:g} s") from None
+        except OSError as exc:
+            raise self._unreachable(host, exc.strerror or str(exc)) from None
+        return quick_ack(sock)
+
+    def _start(self, host: HostSettings, sock: Any, deadline: float) -> TunnelTransport:
+        """Handshake, then the host key check."""
+        transport = TunnelTransport(sock)
+        remaining = _left(deadline)
+        transport.banner_timeout = remaining
+        transport.handshake_timeout = remaining
+        known = known_keys(host)
+        security = transport.get_security_options()
+        security.key_types = preferred_key_types(known, list(security.key_types))
+        try:
+            transport.start_client(timeout=remaining)
+            key = transport.get_remote_server_key()
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            transport.close()
+            if time.monotonic() >= deadline:
+                detail = f"no SSH handshake within {self.options.timeout:g} s"
+            else:
+                detail = f"SSH handshake failed: {exc or type(exc).__name__}"
+            raise self._unreachable(host, detail) from None
+        try:
+            check_host_key(host, key, known, self.options.notice)
+        except SSHError as exc:
+            transport.close()
+            raise type(exc)(f"{self.label}: {exc}") from None
+        return transport
+
+    def _authenticate(
+        self, host: HostSettings, transport: TunnelTransport, deadline: float
+    ) -> None:
+        tried: list[str] = []
+        for identity in self._identities(host):
+            transport.auth_timeout = _left(deadline)
+            try:
+                transport.auth_publickey(host.user, identity.key)
+            except paramiko.BadAuthenticationType as exc:
+                allowed = ", ".join(exc.allowed_types) or "nothing"
+                raise AuthenticationFailed(
+                    f"{self.label}: Authentication failed for {host.user}@"
+                    f"{host.address}: the server does not accept public keys "
+                    f"(it allows {allowed})"
+                ) from None
+            except paramiko.AuthenticationException:
+                tried.append(identity.source)
+                continue
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                tried.append(identity.source)
+                raise self._auth_failed(host, tried, f"; then {exc}") from None
+            if transport.is_authenticated():
+                logger.debug(
+                    "authenticated host=%s key=%s", host.address, identity.source
+                )
+                return
+            tried.append(f"{identity.source} (more factors asked)")
+        raise self._auth_failed(host, tried, "")
+
+    def _identities(self, host: HostSettings) -> list[Identity]:
+        keys = self.options.keys
+        candidates = keys.explicit()
+        if not host.identities_only:
+            agent = AgentKeys()
+            self._agents.append(agent)
+            candidates += agent.identities()
+        candidates += keys.from_files(host.identity_files)
+        unique: dict[bytes, Identity] = {}
+        for identity in candidates:
+            unique.setdefault(identity.key.asbytes(), identity)
+        return list(unique.values())
+
+    def _auth_failed(
+        self, host: HostSettings, tried: list[str], extra: str
+    ) -> AuthenticationFailed:
+        if tried:
+            counted = _count(tried)
+            what = f"the server accepted none of the keys offered ({counted})"
+        else:
+            what = "no key to offer (no --ssh-keyfile, ssh-agent or IdentityFile)"
+        skipped = "; ".join(self.options.keys.skipped().values())
+        more = f"; skipped: {skipped}" if skipped else ""
+        return AuthenticationFailed(
+            f"{self.label}: Authentication failed for {host.user}@{host.address}: "
+            f"{what}{more}{extra}"
+        )
+
+    def _unreachable(self, host: HostSettings, detail: str) -> SSHUnreachable:
+        via = "" if host.target == self.target else f" (jump host {host.target})"
+        return SSHUnreachable(
+            f"{self.label}: cannot connect to {host.address}{via}: {detail}"
+        )
+
+    # -- channels ---------------------------------------------------------
+
+    def _open_channel(self, endpoint: Endpoint, timeout: float) -> paramiko.Channel:
+        transport = self._transports[-1]
+        try:
+            if endpoint.scheme == "tcp":
+                return transport.open_channel(
+                    "direct-tcpip",
+                    (endpoint.host, endpoint.port),
+                    ("127.0.0.1", 0),
+                    timeout=timeout,
+                )
+            return transport.open_unix_channel(self._unix_path(endpoint), timeout)
+        except paramiko.ChannelException as exc:
+            raise ChannelRefused(
+                endpoint.address, self._refusal(endpoint, exc)
+            ) from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise SSHError(
+                f"{self.label}: cannot open a channel to {endpoint.address}: {exc}"
+            ) from None
+
+    def _unix_path(self, endpoint: Endpoint) -> str:
+        if endpoint.path.startswith("@"):
+            raise InvalidEndpoint(
+                f"{endpoint.address}: abstract unix sockets cannot be reached over "
+                "SSH; give the daemon an ipc endpoint with a file path"
+            )
+        if not streamlocal_supported():
+            low, high = PARAMIKO_TESTED
+            version = ".".join(map(str, paramiko_version()))
+            raise SSHError(
+                f"{self.label}: ipc endpoints over SSH are tested with paramiko "
+                f"{low[0]}.{low[1]} up to before {high[0]}.{high[1]}, not {version}; "
+                "use a tcp endpoint or a tested paramiko"
+            )
+        return endpoint.path
+
+    def _refusal(self, endpoint: Endpoint, exc: paramiko.ChannelException) -> str:
+        user = self._user()
+        if endpoint.scheme == "ipc":
+            return (
+                f"the SSH server ({self.target}) could not connect to {endpoint.path} "
+                f"as {user}: the socket does not exist, nothing listens on it, "
+                f"{user} may not open it, or sshd forbids it "
+                "(AllowStreamLocalForwarding)"
+            )
+        return (
+            f"the SSH server ({self.target}) could not connect to "
+            f"{endpoint.host}:{endpoint.port} as {user} ({exc.text}): nothing "
+            "listens there, or sshd forbids it (AllowTcpForwarding)"
+        )
+
+    def _user(self) -> str:
+        transport = self._transports[-1]
+        return str(transport.get_username() or "the login user")
+
+
+def _left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.001)
+
+
+def _count(sources: list[str]) -> str:
+    counts: dict[str, int] = {}
+    for source in sources:
+        counts[source] = counts.get(source, 0) + 1
+    return ", ".join(
+        f"{source} x{number}" if number > 1 else source
+        for source, number in counts.items()
+    )
