@@ -180,7 +180,12 @@ class Arbiter:
                 await self.watchers[name.lower()].apply_config(configs[name])
             touched = set(changes.sockets.changed)
             for watcher in self.watchers.values():
-                if touched & referenced_sockets(watcher.config):
+                uses = (
+                    set(self.sockets)
+                    if watcher.config.use_sockets
+                    else referenced_sockets(watcher.config)
+                )
+                if touched & uses and watcher.is_running():
                     await watcher.restart()
             log.info("reloaded config path=%s", new.path)
 
