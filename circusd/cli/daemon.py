@@ -123,7 +123,12 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(level, output)
     if circus.umask is not None:
         os.umask(circus.umask)
-    if args.daemon:
+    if args.daemon and "NOTIFY_SOCKET" in os.environ:
+        log.warning(
+            "--daemon ignored: systemd supervises circusd (NOTIFY_SOCKET "
+            "is set) and expects it to stay its main process"
+        )
+    elif args.daemon:
         daemonize()
     pidfile = args.pidfile or circus.pidfile
     sys.exit(_run(config, pidfile))
