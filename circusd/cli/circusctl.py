@@ -4,28 +4,43 @@ Every command sends one request on the control endpoint and prints the reply
 as text, or as the raw JSON with ``--json``. Exit codes: 0 ok, 1 failure
 (no daemon, timeout, anything unexpected), 2 usage error, 3 the daemon
 replied with an error.
+
+With ``--ssh`` the connections go through SSH (circusd.client.ssh); with
+several targets the command runs on each host in parallel (cli.remote).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn
 
 import click
+import zmq
 
 from circusd import __version__
-from circusd.cli import render
+from circusd.cli import remote, render
 from circusd.client import (
     DEFAULT_ENDPOINT,
     CallError,
     CircusClient,
+    Connector,
+    DaemonUnreachable,
     InvalidEndpoint,
     ReplyError,
+    connect_socket,
     subscribe,
+)
+from circusd.client.ssh import (
+    InvalidTarget,
+    KeyRing,
+    SSHError,
+    SSHOptions,
+    SSHSession,
 )
 from circusd.config import values
 from circusd.config.options import WATCHER_OPTIONS
@@ -53,6 +68,21 @@ class Failure(click.ClickException):
 
     def show(self, file: Any = None) -> None:
         _error(self.message)
+
+
+class CircusctlGroup(click.Group):
+    """A group that remembers the arguments of the subcommand, so that the
+    command can run once per host (``--ssh`` given more than once)."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        ctx.meta[SUBCOMMAND_ARGS] = list(rest)
+        return name, command, rest
+
+
+SUBCOMMAND_ARGS = "circusctl.subcommand_args"
 
 
 class AliasedOption(click.Option):
@@ -89,12 +119,21 @@ class Settings:
     timeout: float
     as_json: bool
     prettify: bool
+    connect: Connector = connect_socket
+    context: zmq.Context[Any] | None = None
+    output: remote.Output = field(default_factory=remote.Output)
+    session: SSHSession | None = None
     _client: CircusClient | None = field(default=None, repr=False)
 
     def client(self) -> CircusClient:
         if self._client is None:
             try:
-                self._client = CircusClient(self.endpoint, self.timeout)
+                self._client = CircusClient(
+                    self.endpoint,
+                    self.timeout,
+                    connect=self.connect,
+                    context=self.context,
+                )
             except InvalidEndpoint as exc:
                 raise Failure(str(exc), EXIT_USAGE) from None
             click.get_current_context().call_on_close(self._client.close)
@@ -105,6 +144,16 @@ class Settings:
             return json.dumps(data, indent=2)
         return json.dumps(data)
 
+    def echo(self, text: str) -> None:
+        self.output.echo(text)
+
+    def explain(self, exc: CallError) -> str:
+        """The error, with what broke in the SSH tunnel if that is known."""
+        problem = self.session.problem() if self.session is not None else None
+        if problem and isinstance(exc, DaemonUnreachable):
+            return f"{exc}; {problem}"
+        return str(exc)
+
 
 def call(settings: Settings, command: str, **properties: Any) -> dict[str, Any]:
     """One request; every CallError becomes a Failure with its exit code."""
@@ -112,12 +161,12 @@ def call(settings: Settings, command: str, **properties: Any) -> dict[str, Any]:
         return settings.client().call(command, **properties)
     except ReplyError as exc:
         if settings.as_json:
-            click.echo(settings.dump(exc.reply))
+            settings.echo(settings.dump(exc.reply))
         raise Failure(exc.reason, EXIT_REPLY_ERROR) from None
-    except InvalidEndpoint as exc:
+    except (InvalidEndpoint, InvalidTarget) as exc:
         raise Failure(str(exc), EXIT_USAGE) from None
     except CallError as exc:
-        raise Failure(str(exc), EXIT_FAILURE) from None
+        raise Failure(settings.explain(exc), EXIT_FAILURE) from None
 
 
 def run(
@@ -129,10 +178,10 @@ def run(
     """Call, then print the raw reply (``--json``) or its readable form."""
     reply = call(settings, command, **_without_unset(properties))
     if settings.as_json:
-        click.echo(settings.dump(reply))
+        settings.echo(settings.dump(reply))
         return
     lines = render_reply(reply)
-    click.echo(lines if isinstance(lines, str) else "\n".join(lines))
+    settings.echo(lines if isinstance(lines, str) else "\n".join(lines))
 
 
 def _without_unset(properties: dict[str, Any]) -> dict[str, Any]:
@@ -148,6 +197,7 @@ def usage_error(message: str) -> NoReturn:
 
 
 @click.group(
+    cls=CircusctlGroup,
     invoke_without_command=True,
     epilog=EXIT_CODES_HELP,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -172,8 +222,40 @@ def usage_error(message: str) -> NoReturn:
 )
 @option("--json", "as_json", is_flag=True, help="Print the daemon's raw JSON reply.")
 @option("--prettify", is_flag=True, help="Like --json, but indented.")
-@option("--ssh", metavar="USER@HOST[:PORT]", help="Reach the endpoint through SSH.")
-@option("--ssh-keyfile", metavar="PATH", help="Private key for --ssh.")
+@option(
+    "--ssh",
+    multiple=True,
+    metavar="[USER@]HOST[:PORT]",
+    help="Reach the endpoint through SSH on this host (ipc paths and tcp "
+    "addresses are then those of the remote host). Repeat it to run the "
+    "command on several hosts in parallel, each line of output prefixed "
+    "with its host. See docs/remote.md.",
+)
+@option(
+    "--ssh-hosts",
+    metavar="FILE",
+    help="Run the command on every host listed in FILE, one "
+    "[USER@]HOST[:PORT] per line, optionally followed by that host's "
+    "ENDPOINT; '#' starts a comment.",
+)
+@option(
+    "--ssh-keyfile",
+    metavar="PATH",
+    help="Private key to offer first (its passphrase is asked on the terminal "
+    "if needed), before the ssh-agent's keys and the IdentityFile keys.",
+)
+@option(
+    "--ssh-config",
+    metavar="PATH",
+    help="OpenSSH client config to read instead of ~/.ssh/config.",
+)
+@option(
+    "--ssh-accept-new",
+    is_flag=True,
+    help="Add the host key of a host that is in no known_hosts file to "
+    "~/.ssh/known_hosts, as OpenSSH's StrictHostKeyChecking=accept-new; a "
+    "changed key is still refused.",
+)
 @click.version_option(
     __version__, "--version", message="circusctl (circusd) %(version)s"
 )
@@ -184,19 +266,92 @@ def cli(
     timeout: float,
     as_json: bool,
     prettify: bool,
-    ssh: str | None,
+    ssh: tuple[str, ...],
+    ssh_hosts: str | None,
     ssh_keyfile: str | None,
+    ssh_config: str | None,
+    ssh_accept_new: bool,
 ) -> None:
     """Control a running circusd daemon (or Circus 0.19).
 
     Run `circusctl COMMAND --help` for the arguments of a command.
     """
-    if ssh or ssh_keyfile:
-        raise Failure("ssh support is not available yet", EXIT_USAGE)
-    ctx.obj = Settings(endpoint, timeout, as_json or prettify, prettify)
+    settings = Settings(endpoint, timeout, as_json or prettify, prettify)
+    ctx.obj = settings
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
         ctx.exit(EXIT_OK)
+    if not ssh and ssh_hosts is None:
+        if ssh_keyfile or ssh_config or ssh_accept_new:
+            usage_error("--ssh-keyfile, --ssh-config and --ssh-accept-new need --ssh")
+        return
+    try:
+        hosts = remote.collect_hosts(ssh, ssh_hosts)
+    except InvalidTarget as exc:
+        raise Failure(str(exc), EXIT_USAGE) from None
+    for host in hosts:
+        problem = remote.remote_endpoint_problem(host.endpoint or endpoint)
+        if problem:
+            raise Failure(problem, EXIT_USAGE)
+    options = SSHOptions(
+        timeout=timeout,
+        config_file=ssh_config,
+        accept_new=ssh_accept_new,
+        keys=KeyRing(ssh_keyfile, remote.ask_passphrase),
+        notice=lambda text: click.echo(f"circusctl: {text}", err=True),
+    )
+    try:
+        remote.preload_keys(hosts, options)
+    except SSHError as exc:
+        raise Failure(str(exc)) from None
+    if len(hosts) == 1 and ssh_hosts is None:
+        session = SSHSession(hosts[0].target, options)
+        ctx.call_on_close(session.close)
+        settings.connect = session.connect_socket
+        settings.session = session
+        return
+    ctx.exit(_fan_out(ctx, settings, hosts, options))
+
+
+def _fan_out(
+    ctx: click.Context,
+    settings: Settings,
+    hosts: list[remote.Host],
+    options: SSHOptions,
+) -> int:
+    """Run the subcommand once per host, in parallel; the combined exit code."""
+    name = ctx.invoked_subcommand or ""
+    command = cli.get_command(ctx, name)
+    args = ctx.meta.get(SUBCOMMAND_ARGS, [])
+    if command is None:
+        usage_error(f"no such command {name!r}")
+    # Usage errors and --help once, here, before connecting anywhere.
+    command.make_context(name, list(args), parent=ctx)
+
+    def run_host(
+        host: remote.Host,
+        session: SSHSession,
+        output: remote.Output,
+        context: zmq.Context[Any],
+    ) -> int:
+        host_settings = replace(
+            settings,
+            endpoint=host.endpoint or settings.endpoint,
+            connect=session.connect_socket,
+            context=context,
+            output=output,
+            session=session,
+        )
+
+        def invoke() -> Any:
+            sub = command.make_context(name, list(args), parent=ctx, obj=host_settings)
+            with sub:
+                return command.invoke(sub)
+
+        return guarded(invoke, output.error)
+
+    interrupted = EXIT_OK if name == "listen" else EXIT_INTERRUPTED
+    return remote.fan_out(hosts, options, run_host, interrupted)
 
 
 pass_settings = click.pass_obj
@@ -575,12 +730,12 @@ def status(settings: Settings, name: str | None) -> None:
         return
     reply = call(settings, "status")
     if settings.as_json:
-        click.echo(settings.dump(reply))
+        settings.echo(settings.dump(reply))
         return
     statuses = reply.get("statuses") or {}
     reasons = reply.get("reasons")
     counts = {watcher: _process_count(settings, watcher) for watcher in statuses}
-    click.echo(
+    settings.echo(
         "\n".join(
             render.status_rows(
                 statuses, counts, reasons if isinstance(reasons, dict) else {}
@@ -596,7 +751,7 @@ def _process_count(settings: Settings, watcher: str) -> int | None:
     except ReplyError:
         return None
     except CallError as exc:
-        raise Failure(str(exc)) from None
+        raise Failure(settings.explain(exc)) from None
     return len(pids) if isinstance(pids, list) else None
 
 
@@ -694,14 +849,23 @@ def listen(settings: Settings, topics: tuple[str, ...], count: int | None) -> No
     endpoint = (reply.get("options") or {}).get("pubsub_endpoint")
     if not isinstance(endpoint, str) or not endpoint:
         raise Failure("the daemon did not tell its pubsub_endpoint")
+    problem = remote.remote_endpoint_problem(endpoint) if settings.session else None
+    if problem:
+        raise Failure(f"event stream: {problem}")
     try:
-        events = subscribe(endpoint, topics or ("",), timeout=settings.timeout)
-        click.echo(f"circusctl: listening on {endpoint}", err=True)
+        events = subscribe(
+            endpoint,
+            topics or ("",),
+            timeout=settings.timeout,
+            connect=settings.connect,
+            context=settings.context,
+        )
+        settings.output.error(f"circusctl: listening on {endpoint}")
         for seen, event in enumerate(events, start=1):
             if settings.as_json:
-                click.echo(settings.dump({"topic": event.topic, "data": event.data}))
+                settings.echo(settings.dump({"topic": event.topic, "data": event.data}))
             else:
-                click.echo(render.event_line(event))
+                settings.echo(render.event_line(event))
             if count is not None and seen >= count:
                 events.close()
                 break
@@ -710,12 +874,23 @@ def listen(settings: Settings, topics: tuple[str, ...], count: int | None) -> No
     except InvalidEndpoint as exc:
         raise Failure(str(exc)) from None
     except CallError as exc:
-        raise Failure(f"event stream: {exc}") from None
+        raise Failure(f"event stream: {settings.explain(exc)}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """The console script: run the command line, never show a traceback."""
+    setup_logging()
     sys.exit(run_cli(argv))
+
+
+def setup_logging() -> None:
+    """Our own warnings as ``circusctl: warning:`` lines; nothing from paramiko,
+    whose failures reach the user as the errors they cause."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("circusctl: warning: %(message)s"))
+    handler.setLevel(logging.WARNING)
+    logging.getLogger("circusd").addHandler(handler)
+    logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 def run_cli(argv: Sequence[str] | None = None) -> int:
@@ -723,24 +898,39 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
 
     Every error ends as one ``circusctl: error:`` line on stderr.
     """
+    return guarded(
+        lambda: cli.main(args=argv, prog_name="circusctl", standalone_mode=False),
+        lambda text: click.echo(text, err=True),
+    )
+
+
+def guarded(action: Callable[[], Any], error: Callable[[str], None]) -> int:
+    """Run ``action``; turn its result or exception into an exit code, and
+    every error into one ``circusctl: error:`` line written with ``error``."""
+
+    def report(message: str) -> None:
+        error(f"circusctl: error: {message}")
+
     try:
-        result = cli.main(args=argv, prog_name="circusctl", standalone_mode=False)
+        result = action()
     except click.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
-        _error(exc.format_message() + hint)
+        report(exc.format_message() + hint)
         return EXIT_USAGE
     except click.ClickException as exc:
-        exc.show()
+        report(exc.format_message())
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.Abort:
-        _error("interrupted")
+        report("interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_FAILURE
     except Exception as exc:  # the last line of defence against tracebacks
         detail = str(exc).splitlines()[0] if str(exc) else ""
-        _error(f"unexpected {type(exc).__name__}: {detail}")
+        report(f"unexpected {type(exc).__name__}: {detail}")
         return EXIT_FAILURE
     return result if isinstance(result, int) else EXIT_OK
 

@@ -42,6 +42,20 @@ are ignored without extending it. A command sent with `--waiting` can take
 longer than the timeout on the daemon's side; circusctl then stops waiting
 and exits 1, while the daemon finishes the work.
 
+## Through SSH, and on many hosts
+
+With `--ssh [USER@]HOST[:PORT]`, circusctl connects to the host with SSH
+(paramiko, in the circusctl process) and reaches the endpoint from there:
+`--endpoint` then names an ipc path or tcp address on the remote host. It
+reads `~/.ssh/config`, uses ssh-agent and `--ssh-keyfile`, and checks the
+host key against known_hosts. `--timeout` bounds the SSH connection set-up,
+then each exchange with the daemon.
+
+Several `--ssh` options, or `--ssh-hosts FILE`, run the same command on every
+host in parallel; each output line starts with the host, and the exit code is
+0 only if every host succeeded. [remote.md](remote.md) covers set-up, the
+hosts file, security and errors.
+
 ## Exit codes
 
 | code | meaning |
@@ -52,7 +66,8 @@ and exits 1, while the daemon finishes the work.
 | 3 | the daemon replied with an error (its reason is printed) |
 | 130 | interrupted with Ctrl-C (except `listen`, which then exits 0) |
 
-The codes are the same with `--json`. Errors are printed on stderr as one
+The codes are the same with `--json`. On many hosts, the exit code is 0 if
+every host succeeded, the failing hosts' code if they all agree, 1 otherwise. Errors are printed on stderr as one
 line, `circusctl: error: REASON`; with `--json` the daemon's error reply is
 also printed on stdout.
 
@@ -68,8 +83,9 @@ also printed on stdout.
   gives one, the reason a watcher failed.
 - `listen` prints one readable line per event and can stop after `--count`
   events.
-- `--ssh` and `--ssh-keyfile` are accepted but not supported yet: circusctl
-  says so and exits 2.
+- `--ssh` also reaches ipc endpoints, checks host keys against
+  known_hosts (unknown and changed keys are refused), opens no local TCP
+  port, and can be repeated to run a command on many hosts.
 - Options written with an underscore in Circus (`--graceful_timeout`,
   `--ssh_keyfile`) are accepted as well as the dashed form shown here.
 """

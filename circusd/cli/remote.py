@@ -1,0 +1,245 @@
+"""circusctl's SSH side: targets and hosts files, passphrase prompts, and
+running one command on many hosts at once with prefixed output.
+
+Nothing here knows the commands: ``fan_out`` runs a callable per host in its
+own thread, each with its own SSHSession and output, and combines the exit
+codes.
+"""
+
+from __future__ import annotations
+
+import getpass
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import click
+import zmq
+
+from circusd.client.ssh import (
+    InvalidTarget,
+    KeyFileError,
+    KeyRing,
+    SSHOptions,
+    SSHSession,
+    SSHTarget,
+    agent_blobs,
+    load_config,
+    parse_target,
+    resolve_chain,
+)
+
+EXIT_FAILURE = 1
+STOP_WAIT = 2.0  # seconds given to the hosts' threads to unwind after Ctrl-C
+
+
+class Output:
+    """Where a command prints: stdout and stderr, as they are."""
+
+    def echo(self, text: str) -> None:
+        click.echo(text)
+
+    def error(self, text: str) -> None:
+        click.echo(text, err=True)
+
+
+class PrefixedOutput(Output):
+    """Every line starts with ``LABEL: ``; one host's block is never split."""
+
+    def __init__(self, label: str, lock: threading.Lock, muted: threading.Event):
+        self.label = label
+        self._lock = lock
+        self._muted = muted
+
+    def echo(self, text: str) -> None:
+        self._write(text, err=False)
+
+    def error(self, text: str) -> None:
+        self._write(text, err=True)
+
+    def _write(self, text: str, err: bool) -> None:
+        if self._muted.is_set():
+            return
+        lines = text.splitlines() or [""]
+        with self._lock:
+            for line in lines:
+                click.echo(f"{self.label}: {line}", err=err)
+
+
+@dataclass(frozen=True)
+class Host:
+    """One place to run the command: an SSH target and, optionally, its own
+    endpoint (from a hosts file)."""
+
+    target: SSHTarget
+    endpoint: str | None
+    label: str
+
+
+def collect_hosts(targets: Sequence[str], hosts_file: str | None) -> list[Host]:
+    """The hosts of ``--ssh`` options, then of the hosts file, labelled.
+
+    Raises InvalidTarget naming the bad target, or the file and line.
+    """
+    entries: list[tuple[str, str | None]] = [(text, None) for text in targets]
+    if hosts_file is not None:
+        entries += read_hosts_file(hosts_file)
+    parsed = [
+        (parse_target(text), text.strip(), endpoint) for text, endpoint in entries
+    ]
+    names = [text for _, text, _ in parsed]
+    hosts = []
+    for target, text, endpoint in parsed:
+        label = text
+        if names.count(text) > 1 and endpoint:
+            label = f"{text} {endpoint}"
+        hosts.append(Host(target, endpoint, label))
+    return hosts
+
+
+def read_hosts_file(path: str) -> list[tuple[str, str | None]]:
+    """``[USER@]HOST[:PORT] [ENDPOINT]`` per line; ``#`` starts a comment."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            lines = stream.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidTarget(f"cannot read hosts file {path}: {exc}") from None
+    entries = []
+    for number, line in enumerate(lines, start=1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        if len(words) > 2:
+            raise InvalidTarget(
+                f"hosts file {path} line {number}: expected "
+                f"[USER@]HOST[:PORT] [ENDPOINT], got {len(words)} words"
+            )
+        try:
+            parse_target(words[0])
+        except InvalidTarget as exc:
+            raise InvalidTarget(f"hosts file {path} line {number}: {exc}") from None
+        entries.append((words[0], words[1] if len(words) == 2 else None))
+    if not entries:
+        raise InvalidTarget(f"hosts file {path} lists no host")
+    return entries
+
+
+def remote_endpoint_problem(endpoint: str) -> str | None:
+    """Why ``endpoint`` cannot be used over SSH, or None."""
+    scheme, _, rest = endpoint.strip().partition("://")
+    if scheme == "ipc" and rest and not rest.startswith(("/", "@")):
+        return (
+            f"ipc endpoint {endpoint!r} is relative: over SSH the path must be "
+            "absolute (it is opened on the remote host)"
+        )
+    return None
+
+
+def ask_passphrase(path: str) -> str:
+    """Ask on the terminal, never on stdin (which may carry data)."""
+    try:
+        with open("/dev/tty"):
+            pass
+    except OSError:
+        raise KeyFileError(
+            f"key file {path} is encrypted and there is no terminal to ask its "
+            "passphrase on; add it to ssh-agent with `ssh-add`"
+        ) from None
+    return getpass.getpass(f"Enter passphrase for key {path}: ")
+
+
+def preload_keys(hosts: Sequence[Host], options: SSHOptions) -> None:
+    """Load every key file the hosts may need now, asking passphrases here,
+    before any connection starts its clock.
+
+    A host whose config cannot be read is skipped: its session will report it.
+    """
+    keys: KeyRing = options.keys
+    paths: list[str] = []
+    try:
+        config = load_config(options.config_file)
+    except InvalidTarget:
+        config = None
+    for host in hosts:
+        if config is None:
+            break
+        try:
+            chain = resolve_chain(host.target, config, options.accept_new)
+        except InvalidTarget:
+            continue
+        for settings in chain:
+            paths += [path for path in settings.identity_files if path not in paths]
+    keys.preload(paths, agent_blobs())
+
+
+RunHost = Callable[[Host, SSHSession, Output, "zmq.Context[Any]"], int]
+
+
+def fan_out(
+    hosts: Sequence[Host],
+    options: SSHOptions,
+    run_host: RunHost,
+    interrupted_code: int,
+) -> int:
+    """Run ``run_host`` for every host in parallel; print a summary of failures.
+
+    Returns 0 if every host returned 0; the failing hosts' code if they all
+    agree; 1 otherwise; ``interrupted_code`` after Ctrl-C.
+    """
+    context: zmq.Context[Any] = zmq.Context()
+    lock = threading.Lock()
+    muted = threading.Event()
+    codes: dict[int, int] = {}
+    sessions = [SSHSession(host.target, options) for host in hosts]
+
+    def work(index: int) -> None:
+        output = PrefixedOutput(hosts[index].label, lock, muted)
+        try:
+            codes[index] = run_host(hosts[index], sessions[index], output, context)
+        finally:
+            sessions[index].close()
+
+    threads = [
+        threading.Thread(target=work, args=(i,), name=f"host {h.label}", daemon=True)
+        for i, h in enumerate(hosts)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join()
+    except KeyboardInterrupt:
+        muted.set()
+        _stop(sessions, context, threads)
+        return interrupted_code
+    context.term()
+    return _summary(hosts, [codes.get(i, EXIT_FAILURE) for i in range(len(hosts))])
+
+
+def _stop(
+    sessions: Sequence[SSHSession],
+    context: zmq.Context[Any],
+    threads: Sequence[threading.Thread],
+) -> None:
+    """Close every connection; blocked ZeroMQ calls then fail with ETERM."""
+    for session in sessions:
+        session.close()
+    closer = threading.Thread(target=context.term, name="zmq term", daemon=True)
+    closer.start()
+    closer.join(STOP_WAIT)
+    for thread in threads:
+        thread.join(0.1)
+
+
+def _summary(hosts: Sequence[Host], codes: Sequence[int]) -> int:
+    failed = [(host, code) for host, code in zip(hosts, codes, strict=True) if code]
+    if not failed:
+        return 0
+    names = ", ".join(f"{host.label} (exit {code})" for host, code in failed)
+    click.echo(
+        f"circusctl: error: {len(failed)} of {len(hosts)} hosts failed: {names}",
+        err=True,
+    )
+    distinct = {code for _, code in failed}
+    return distinct.pop() if len(distinct) == 1 else EXIT_FAILURE
