@@ -16,6 +16,7 @@ import zmq.asyncio
 
 from circusd.arbiter import Arbiter
 from circusd.config.model import Config
+from circusd.control.auth import Guard
 from circusd.control.protocol import MAX_MESSAGE
 from circusd.control.server import ControlServer
 from circusd.errors import CircusdError, ConfigError
@@ -94,7 +95,7 @@ class Daemon:
             sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
         old_umask = os.umask(0o077) if path is not None else None
         try:
-            sock.bind(endpoint)
+            self.guard.bind(sock, endpoint)  # ZAP, CURVE, the socket file's owner
         except zmq.ZMQError as exc:
             sock.close()
             raise StartupError(f"cannot bind {endpoint}: {exc.strerror}") from None
@@ -107,6 +108,7 @@ class Daemon:
 
     def bind_all(self) -> None:
         circus = self.config.circus
+        self.guard = Guard(circus, self.context)  # who is calling: control/auth.py
         self.context.adopt(
             self.systemd.endpoint_fds(
                 {
@@ -137,6 +139,8 @@ class Daemon:
             ) from None
         finally:
             os.umask(old_umask)
+        if pubsub_path is not None:
+            self.guard.place(circus.pubsub_endpoint)
 
     # -- running ---------------------------------------------------------------------
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 from circusd.config.interpolate import spawn_text
 from circusd.config.model import WatcherConfig
-from circusd.config.options import watcher_options_dict
+from circusd.config.options import CAPABILITY_NAMES, watcher_options_dict
 from circusd.errors import SpawnError, ValueProblem
-from circusd.users import Identity, user_environment
+from circusd.users import KEEP, Identity, enter_problem, user_environment
 
 log = logging.getLogger(__name__)
 
@@ -126,33 +126,72 @@ def _listdir(path: str) -> list[str]:
         return []
 
 
-def _rlimit_setter(
-    limits: Mapping[str, tuple[int, int]], identity: Identity
-) -> Callable[[], None]:
-    """The one place Python runs between fork and exec: only with rlimits.
+def _needs_preexec(config: WatcherConfig) -> bool:
+    return bool(
+        config.rlimits
+        or config.no_new_privs
+        or config.pdeathsig is not None
+        or config.capability_bounding_set is not None
+    )
 
-    Limits must be set before the uid changes (a user may not raise its own
-    hard limits), and CPython's subprocess changes the uid before calling
-    preexec_fn, so on this path the identity change is done here too, in the
-    order groups, gid, uid. circusd's event loop is single-threaded, which is
-    what makes a preexec_fn safe enough here.
+
+def _preexec(config: WatcherConfig, identity: Identity, cwd: str) -> Callable[[], None]:
+    """The one place Python runs between fork and exec: only for the steps
+    CPython's subprocess cannot do (rlimits, the prctl settings).
+
+    CPython changes the uid before it calls preexec_fn, and rlimits must be
+    set while still root (a user may not raise its hard limits), so on this
+    path the identity change is done here too: rlimits, the capability
+    bounding set (needs CAP_SETPCAP, so before the uid), groups, gid, uid,
+    then the working directory again as the user, no_new_privs and the
+    parent-death signal (a uid change would clear it). circusd's event loop
+    is its only Python thread, which is what makes this safe enough.
     """
+    import _prctl  # python-prctl
+
     pairs = [
         (getattr(resource, "RLIMIT_" + name.upper()), soft, hard)
-        for name, (soft, hard) in limits.items()
+        for name, (soft, hard) in config.rlimits.items()
     ]
+    drop: list[int] = []
+    if config.capability_bounding_set is not None:
+        keep = set(config.capability_bounding_set)
+        drop = [
+            number
+            for number, name in enumerate(CAPABILITY_NAMES[: _last_capability() + 1])
+            if name not in keep
+        ]
+    parent = os.getpid()
+    pdeathsig = config.pdeathsig
 
     def apply() -> None:
         for which, soft, hard in pairs:
             resource.setrlimit(which, (soft, hard))
+        for number in drop:
+            _prctl.prctl(_prctl.PR_CAPBSET_DROP, number)
         if identity.groups is not None:
             os.setgroups(list(identity.groups))
         if identity.gid is not None:
             os.setresgid(identity.gid, identity.gid, identity.gid)
         if identity.uid is not None:
             os.setresuid(identity.uid, identity.uid, identity.uid)
+            os.chdir(cwd)  # now with the user's own permissions
+        if config.no_new_privs:
+            _prctl.prctl(_prctl.PR_SET_NO_NEW_PRIVS, 1)
+        if pdeathsig is not None:
+            _prctl.prctl(_prctl.PR_SET_PDEATHSIG, pdeathsig)
+            if os.getppid() != parent:  # circusd died before the call
+                os.kill(os.getpid(), pdeathsig)
 
     return apply
+
+
+def _last_capability() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap", encoding="ascii") as last:
+            return int(last.read())
+    except (OSError, ValueError):
+        return len(CAPABILITY_NAMES) - 1
 
 
 def check_rlimits(limits: Mapping[str, tuple[int, int]]) -> None:
@@ -184,26 +223,44 @@ def _resolve_program(
     return found or program
 
 
+class IdentityError(SpawnError):
+    """An identity this circusd can never give (it is not root): retrying
+    cannot help, so the watcher fails at once."""
+
+
+def _reachable(identity: Identity) -> Identity:
+    """The identity to set, or IdentityError when circusd cannot set it."""
+    if os.geteuid() == 0 or not identity.changes:
+        return identity
+    if identity.uid in (None, os.geteuid()) and identity.gid in (None, os.getegid()):
+        return KEEP  # already running as that user: nothing to change
+    raise IdentityError(
+        f"cannot run as uid={identity.uid} gid={identity.gid}: circusd runs as "
+        f"uid {os.geteuid()}, not root",
+        errno.EPERM,
+    )
+
+
 def spawn(request: SpawnRequest) -> Process:
     """Fork and exec one child. Raises SpawnError with the reason."""
     config = request.config
-    identity = request.identity
-    if identity.changes and os.geteuid() != 0:
-        raise SpawnError(
-            f"cannot run as uid={identity.uid} gid={identity.gid}: "
-            "circusd is not running as root",
-            errno.EPERM,
-        )
+    identity = _reachable(request.identity)
     env = build_env(request)
     argv = build_argv(request, env)
     if not argv:
         raise SpawnError("the command is empty")
     program = _resolve_program(argv, env, config.executable)
     cwd = config.working_dir or os.getcwd()
+    if identity.uid not in (None, 0):
+        # subprocess enters cwd while still root: check the user could.
+        problem = enter_problem(identity, cwd)
+        if problem is not None:
+            which = "working_dir" if config.working_dir else "circusd's directory"
+            raise SpawnError(f"cannot start in {which} {cwd}: {problem}", errno.EACCES)
 
     kwargs: dict[str, object] = {}
-    if config.rlimits:
-        kwargs["preexec_fn"] = _rlimit_setter(config.rlimits, identity)
+    if _needs_preexec(config):
+        kwargs["preexec_fn"] = _preexec(config, identity, cwd)
     else:
         if identity.uid is not None:
             kwargs["user"] = identity.uid
@@ -216,7 +273,7 @@ def spawn(request: SpawnRequest) -> Process:
     if request.stdin_fd is not None:
         stdin = request.stdin_fd
     try:
-        popen = subprocess.Popen(  # noqa: S603
+        popen = subprocess.Popen(  # type: ignore[call-overload]  # noqa: S603
             argv,
             executable=program,
             stdin=stdin,

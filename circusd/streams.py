@@ -9,15 +9,19 @@ child.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
+import errno
 import logging
 import os
+import stat
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 
 from circusd.config import values as v
 from circusd.errors import ValueProblem
+from circusd.users import KEEP, Identity
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +69,13 @@ class FancyStdoutStream(Stream):
 
 
 class FileStream(Stream):
-    """Appends to a file; rotates by size when ``max_bytes`` is set."""
+    """Appends to a file; rotates by size when ``max_bytes`` is set.
+
+    The file is opened by ``open_output``: never through a symbolic link that
+    someone other than root could have placed, and created owned by the
+    watcher's user. A file that cannot be (re)opened drops output, says so
+    once, and is tried again at most once a second.
+    """
 
     def __init__(
         self,
@@ -73,29 +83,54 @@ class FileStream(Stream):
         max_bytes: int = 0,
         backup_count: int = 0,
         time_format: str | None = None,
+        owner: Identity | None = None,
     ) -> None:
-        self.filename = filename
+        self.filename = os.path.abspath(filename)
+        self._directory, self._name = os.path.split(self.filename)
         self._max_bytes = max_bytes
         self._backup_count = backup_count
         self._time_format = time_format
+        self._owner = owner or KEEP
         self._fd = -1
         self._failed = 0
-        self.reopen()
+        self._retry_at = 0.0
+        self._fd = self._open()
 
     def _open(self) -> int:
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-        return os.open(self.filename, flags, 0o640)
+        with directory_fd(self._directory) as directory:
+            return open_output(directory, self._name, self._owner)
 
     def reopen(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-        self._fd = self._open()
+        self.close()
+        try:
+            self._fd = self._open()
+        except OSError as exc:
+            self._lost(exc)
+
+    def _lost(self, exc: OSError) -> None:
+        """Opening failed: drop output until an attempt a second later works."""
+        self._fd = -1
+        self._retry_at = time.monotonic() + 1.0
+        log.error(
+            "cannot open output file=%s error=%s (dropping output)",
+            self.filename,
+            exc.strerror or exc,
+        )
 
     def write(self, data: bytes, pid: int) -> None:
         if self._time_format:
             stamp = datetime.datetime.now().strftime(self._time_format).encode()
             data = b"".join(stamp + b" " + line for line in data.splitlines(True))
-        self.before_write()
+        try:
+            self.before_write()
+        except OSError as exc:
+            self.close()
+            self._lost(exc)
+        if self._fd < 0 and time.monotonic() >= self._retry_at:
+            self.reopen()
+        if self._fd < 0:
+            self._failed += len(data)
+            return
         try:
             _write_all(self._fd, data)
         except OSError as exc:
@@ -115,23 +150,40 @@ class FileStream(Stream):
             )
             self._failed = 0
         if self._max_bytes and os.fstat(self._fd).st_size >= self._max_bytes:
-            self.rotate()
+            try:
+                self.rotate()
+            except OSError as exc:
+                self.close()
+                self._lost(exc)
 
     def before_write(self) -> None:
         """Hook for subclasses that reopen or rotate by other rules."""
 
-    def rotate(self, suffixes: Callable[[int], str] | None = None) -> None:
-        os.close(self._fd)
-        self._fd = -1
-        if self._backup_count > 0:
+    def rotate(self) -> None:
+        if self._backup_count <= 0:
+            os.ftruncate(self._fd, 0)  # our own file, whatever the path is now
+            return
+        self.close()
+        # Renames inside the directory opened without following links: they
+        # move names, never write through them.
+        with directory_fd(self._directory) as directory:
             for index in range(self._backup_count - 1, 0, -1):
-                source = f"{self.filename}.{index}"
-                if os.path.exists(source):
-                    os.replace(source, f"{self.filename}.{index + 1}")
-            os.replace(self.filename, f"{self.filename}.1")
-        else:
-            os.truncate(self.filename, 0)
-        self._fd = self._open()
+                source = f"{self._name}.{index}"
+                if _exists(source, directory):
+                    os.replace(
+                        source,
+                        f"{self._name}.{index + 1}",
+                        src_dir_fd=directory,
+                        dst_dir_fd=directory,
+                    )
+            if _exists(self._name, directory):
+                os.replace(
+                    self._name,
+                    f"{self._name}.1",
+                    src_dir_fd=directory,
+                    dst_dir_fd=directory,
+                )
+            self._fd = open_output(directory, self._name, self._owner)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -143,8 +195,10 @@ class WatchedFileStream(FileStream):
     """Reopens the file when something outside renamed or removed it."""
 
     def before_write(self) -> None:
+        if self._fd < 0:
+            return
         try:
-            on_disk = os.stat(self.filename)
+            on_disk = os.lstat(self.filename)
         except FileNotFoundError:
             self.reopen()
             return
@@ -167,6 +221,7 @@ class TimedRotatingFileStream(FileStream):
         backup_count: int,
         utc: bool,
         time_format: str | None,
+        owner: Identity | None = None,
     ) -> None:
         when = rotate_when.upper()
         if when not in _INTERVALS and not (
@@ -178,31 +233,158 @@ class TimedRotatingFileStream(FileStream):
             raise ValueProblem(f"rotation every {self._period}s is too far apart")
         self._utc = utc
         self._next = time.time() + self._period
-        super().__init__(filename, 0, backup_count, time_format)
+        super().__init__(filename, 0, backup_count, time_format, owner)
 
     def before_write(self) -> None:
         now = time.time()
         if now < self._next:
             return
         self._next = now + self._period
-        os.close(self._fd)
+        self.close()
         stamp = (
-            datetime.datetime.utcfromtimestamp(now)
+            datetime.datetime.fromtimestamp(now, datetime.UTC)
             if self._utc
             else datetime.datetime.fromtimestamp(now)
         )
-        os.replace(self.filename, f"{self.filename}.{stamp:%Y-%m-%d_%H-%M-%S}")
-        self._prune()
-        self._fd = self._open()
+        with directory_fd(self._directory) as directory:
+            if _exists(self._name, directory):
+                os.replace(
+                    self._name,
+                    f"{self._name}.{stamp:%Y-%m-%d_%H-%M-%S}",
+                    src_dir_fd=directory,
+                    dst_dir_fd=directory,
+                )
+            self._prune(directory)
+            self._fd = open_output(directory, self._name, self._owner)
 
-    def _prune(self) -> None:
+    def _prune(self, directory: int) -> None:
         if self._backup_count <= 0:
             return
-        directory = os.path.dirname(self.filename) or "."
-        base = os.path.basename(self.filename) + "."
+        base = self._name + "."
         old = sorted(name for name in os.listdir(directory) if name.startswith(base))
         for name in old[: -self._backup_count]:
-            os.unlink(os.path.join(directory, name))
+            os.unlink(name, dir_fd=directory)
+
+
+# -- opening output files safely ------------------------------------------------
+
+_MAX_LINKS = 40  # symbolic links followed in one path, as the kernel allows
+_DIRECTORY_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _trusted(directory: int) -> bool:
+    """Only root (or circusd's own user) can change this directory's entries."""
+    info = os.fstat(directory)
+    return info.st_uid in (0, os.geteuid()) and not info.st_mode & 0o022
+
+
+def _exists(name: str, directory: int) -> bool:
+    try:
+        os.stat(name, dir_fd=directory, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def directory_fd(path: str) -> Iterator[int]:
+    """An O_PATH descriptor of the directory ``path``, reached one component
+    at a time. A symbolic link is followed only where it lies in a directory
+    that only root can change, so no user can redirect the walk."""
+    fd = os.open("/", _DIRECTORY_FLAGS)
+    try:
+        pending = [part for part in path.split("/") if part not in ("", ".")]
+        links = 0
+        while pending:
+            part = pending.pop(0)
+            try:
+                following = os.open(part, _DIRECTORY_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+                    raise
+                target = _trusted_link(fd, part, path)
+                links += 1
+                if links > _MAX_LINKS:
+                    raise OSError(
+                        errno.ELOOP, "too many symbolic links", path
+                    ) from None
+                if target.startswith("/"):
+                    os.close(fd)
+                    fd = os.open("/", _DIRECTORY_FLAGS)
+                pending[:0] = [p for p in target.split("/") if p not in ("", ".")]
+                continue
+            os.close(fd)
+            fd = following
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _trusted_link(directory: int, name: str, path: str) -> str:
+    """The target of the link ``name``, if it may be followed."""
+    try:
+        target = os.readlink(name, dir_fd=directory)
+    except OSError:
+        raise OSError(errno.ENOTDIR, "not a directory", path) from None
+    if not _trusted(directory):
+        raise OSError(
+            errno.ELOOP,
+            f"symbolic link {name!r} in a directory other users can change",
+            path,
+        )
+    return target
+
+
+def open_output(directory: int, name: str, owner: Identity, mode: int = 0o640) -> int:
+    """Open ``name`` in ``directory`` for appending, never following a link.
+
+    A new file gets ``owner``'s uid and gid and ``mode``. An existing file
+    must be a regular file with one link, owned by ``owner`` or, in a
+    directory only root can change, by root: never someone else's file that
+    the daemon would be tricked into writing.
+    """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        fd = os.open(name, flags | os.O_CREAT | os.O_EXCL, mode, dir_fd=directory)
+    except FileExistsError:
+        fd = os.open(name, flags, dir_fd=directory)
+        try:
+            _check_existing(fd, directory, name, owner)
+        except OSError:
+            os.close(fd)
+            raise
+    else:
+        try:
+            _give(fd, owner, mode)
+        except OSError:
+            os.close(fd)
+            raise
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _give(fd: int, owner: Identity, mode: int) -> None:
+    uid = -1 if owner.uid is None else owner.uid
+    gid = -1 if owner.gid is None else owner.gid
+    if (uid, gid) != (-1, -1) and os.geteuid() == 0:
+        os.fchown(fd, uid, gid)
+    os.fchmod(fd, mode)
+
+
+def _check_existing(fd: int, directory: int, name: str, owner: Identity) -> None:
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file", name)
+    if info.st_nlink != 1:
+        raise OSError(errno.EMLINK, "the file has other hard links", name)
+    expected = os.geteuid() if owner.uid is None else owner.uid
+    if info.st_uid == expected:
+        return
+    if info.st_uid in (0, os.geteuid()) and _trusted(directory):
+        return
+    raise OSError(
+        errno.EPERM, f"the file belongs to uid {info.st_uid}, not {expected}", name
+    )
 
 
 _BUILTIN = (
@@ -214,8 +396,18 @@ _BUILTIN = (
 )
 
 
-def make_stream(conf: Mapping[str, str], watcher: str, which: int) -> Stream:
-    """Build the stream for a ``stdout_stream.*``/``stderr_stream.*`` block."""
+def builtin_stream(class_name: str) -> bool:
+    """One of circusd's own stream classes (also by Circus's dotted names)."""
+    name = class_name.rsplit(".", 1)[-1]
+    dotted = "." in class_name
+    return name in _BUILTIN and (not dotted or class_name.startswith("circus.stream."))
+
+
+def make_stream(
+    conf: Mapping[str, str], watcher: str, which: int, owner: Identity | None = None
+) -> Stream:
+    """Build the stream for a ``stdout_stream.*``/``stderr_stream.*`` block;
+    files are created for ``owner`` (the watcher's user)."""
     name = conf.get("class", "").rsplit(".", 1)[-1]
     if conf.get("class", "").startswith("circus.stream."):
         pass  # Circus's own dotted names for the built-in classes
@@ -243,11 +435,12 @@ def make_stream(conf: Mapping[str, str], watcher: str, which: int) -> Stream:
                 backups,
                 v.boolean(conf.get("utc", "false")),
                 time_format,
+                owner,
             )
         if name == "WatchedFileStream":
-            return WatchedFileStream(filename, 0, 0, time_format)
+            return WatchedFileStream(filename, 0, 0, time_format, owner)
         return FileStream(
-            filename, v.size(conf.get("max_bytes", "0")), backups, time_format
+            filename, v.size(conf.get("max_bytes", "0")), backups, time_format, owner
         )
     raise ValueProblem(
         f"unknown stream class {conf.get('class')!r}; use one of {', '.join(_BUILTIN)}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import stat
 from dataclasses import dataclass
 
 from circusd.errors import ValueProblem
@@ -64,11 +65,11 @@ def resolve(uid: str | int | None, gid: str | int | None) -> Identity:
         return Identity(None, number, (number,))
     user = _user(uid)
     if isinstance(user, int):
-        number = group_id(gid) if gid is not None else None
-        if number is None:
+        if gid is None:
             raise ValueProblem(
                 f"uid {user} has no passwd entry, so a gid must be given too"
             )
+        number = group_id(gid)
         return Identity(user, number, (number,))
     number = group_id(gid) if gid is not None else user.pw_gid
     groups = os.getgrouplist(user.pw_name, number)
@@ -92,3 +93,88 @@ def user_environment(identity: Identity) -> dict[str, str]:
         "LOGNAME": identity.name,
         "SHELL": identity.shell or "/bin/sh",
     }
+
+
+# -- what a user could do to a path itself ------------------------------------
+#
+# os.access() answers for circusd's own uid only, so these read the mode bits
+# of each directory on the way. They do not read ACLs: a directory that an
+# ACL opens to the user but its mode bits do not is refused (a safe mistake).
+
+_READ, _WRITE, _SEARCH = 4, 2, 1
+
+
+def _allows(info: os.stat_result, identity: Identity, bit: int) -> bool:
+    if identity.uid is None or identity.uid == 0:
+        return True
+    if info.st_uid == identity.uid:
+        return bool(info.st_mode >> 6 & bit)
+    if info.st_gid in (identity.groups or ()) or info.st_gid == identity.gid:
+        return bool(info.st_mode >> 3 & bit)
+    return bool(info.st_mode & bit)
+
+
+def _who(identity: Identity) -> str:
+    return identity.name or f"uid {identity.uid}"
+
+
+def _describe(path: str, info: os.stat_result) -> str:
+    return f"{path} (mode {info.st_mode & 0o7777:04o}, owner uid {info.st_uid})"
+
+
+def _search_problem(identity: Identity, path: str) -> str | None:
+    """Why the user could not reach the entries of ``path`` (None: it could)."""
+    absolute = os.path.abspath(path)
+    prefixes = {absolute, os.path.realpath(absolute)}
+    for full in list(prefixes):
+        parts = full.split("/")
+        prefixes.update("/".join(parts[:i]) or "/" for i in range(1, len(parts)))
+    for prefix in sorted(prefixes, key=len):
+        try:
+            info = os.stat(prefix)
+        except OSError as exc:
+            return f"{prefix}: {exc.strerror}"
+        if not stat.S_ISDIR(info.st_mode):
+            return f"{prefix} is not a directory"
+        if not _allows(info, identity, _SEARCH):
+            return f"{_who(identity)} may not enter {_describe(prefix, info)}"
+    return None
+
+
+def enter_problem(identity: Identity, path: str) -> str | None:
+    """Why the user could not use ``path`` as its working directory."""
+    return _search_problem(identity, path)
+
+
+def write_problem(identity: Identity, path: str) -> str | None:
+    """Why the user could not open ``path`` for appending, creating it if
+    needed, itself (None: it could)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    problem = _search_problem(identity, directory)
+    if problem is not None:
+        return problem
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        parent = os.stat(directory)
+        if _allows(parent, identity, _WRITE):
+            return None
+        return (
+            f"{_who(identity)} may not create files in {_describe(directory, parent)}"
+        )
+    if stat.S_ISLNK(info.st_mode):
+        return f"{path} is a symbolic link"
+    if _allows(info, identity, _WRITE):
+        return None
+    return f"{_who(identity)} may not write {_describe(path, info)}"
+
+
+def groups_of(uid: int, gid: int | None = None) -> set[int]:
+    """Every group a user belongs to in the user database, and ``gid``."""
+    found = {gid} if gid is not None else set()
+    try:
+        entry = pwd.getpwuid(uid)
+    except KeyError:
+        return found
+    found.update(os.getgrouplist(entry.pw_name, entry.pw_gid))
+    return found

@@ -100,10 +100,11 @@ class Watcher:
 
     def _open_streams(self, config: WatcherConfig) -> dict[int, Stream]:
         streams: dict[int, Stream] = {}
+        owner = resolve(config.uid, config.gid)  # new files belong to the watcher
         try:
             for which, conf in ((1, config.stdout_stream), (2, config.stderr_stream)):
                 if conf:
-                    streams[which] = make_stream(conf, self.name, which)
+                    streams[which] = make_stream(conf, self.name, which, owner)
         except OSError as exc:
             for stream in streams.values():
                 stream.close()
@@ -327,7 +328,10 @@ class Watcher:
             process = proc.spawn(request)
         except (SpawnError, ValueProblem, OSError, ValueError, OverflowError) as exc:
             reason = getattr(exc, "reason", None) or str(exc)
-            self._failed_to_start(reason)
+            if isinstance(exc, proc.IdentityError):
+                self._give_up(reason)  # retrying cannot help
+            else:
+                self._failed_to_start(reason)
             return None
         finally:
             for fd in extra_fds:

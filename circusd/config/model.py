@@ -60,6 +60,9 @@ class WatcherConfig:
     close_child_stdout: bool = False
     close_child_stderr: bool = False
     stdin_socket: str | None = None
+    no_new_privs: bool = False
+    pdeathsig: int | None = None
+    capability_bounding_set: tuple[str, ...] | None = None  # None: keep all
     check_delay: float | None = None  # accepted, never a reaction time
     check_flapping: bool = True  # accepted for compatibility, unused
     rlimits: Mapping[str, tuple[int, int]] = _empty()
@@ -103,6 +106,10 @@ class PluginConfig:
 class CircusConfig:
     endpoint: str = "tcp://127.0.0.1:5555"
     endpoint_owner: str | None = None
+    readonly_group: str | int | None = None
+    insecure_tcp: bool = False
+    curve_secret_key: str | None = None
+    curve_keys_dir: str | None = None
     pubsub_endpoint: str = "tcp://127.0.0.1:5556"
     stats_endpoint: str | None = None
     multicast_endpoint: str | None = None  # off unless configured

@@ -27,6 +27,77 @@ class Option:
     restarts: bool = False  # changing it with `set` restarts the processes
 
 
+def optional_signum(value: Any) -> int | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return v.signum(value)
+
+
+def capabilities(value: Any) -> tuple[str, ...] | None:
+    """Capability names (``cap_`` prefix and case optional), for a bounding set."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        items = value.replace(",", " ").split()
+    elif isinstance(value, (list, tuple)) and all(isinstance(i, str) for i in value):
+        items = list(value)
+    else:
+        raise ValueProblem(f"expected capability names, got {value!r}")
+    names = []
+    for item in items:
+        name = item.strip().lower().removeprefix("cap_")
+        if name not in CAPABILITY_NAMES:
+            raise ValueProblem(f"unknown capability {item!r}")
+        names.append(name)
+    return tuple(dict.fromkeys(names))
+
+
+# Linux capabilities by number (linux/capability.h), for bounding sets.
+CAPABILITY_NAMES = (
+    "chown",
+    "dac_override",
+    "dac_read_search",
+    "fowner",
+    "fsetid",
+    "kill",
+    "setgid",
+    "setuid",
+    "setpcap",
+    "linux_immutable",
+    "net_bind_service",
+    "net_broadcast",
+    "net_admin",
+    "net_raw",
+    "ipc_lock",
+    "ipc_owner",
+    "sys_module",
+    "sys_rawio",
+    "sys_chroot",
+    "sys_ptrace",
+    "sys_pacct",
+    "sys_admin",
+    "sys_boot",
+    "sys_nice",
+    "sys_resource",
+    "sys_time",
+    "sys_tty_config",
+    "mknod",
+    "lease",
+    "audit_write",
+    "audit_control",
+    "setfcap",
+    "mac_override",
+    "mac_admin",
+    "syslog",
+    "wake_alarm",
+    "block_suspend",
+    "audit_read",
+    "perfmon",
+    "bpf",
+    "checkpoint_restore",
+)
+
+
 def _table(*options: Option) -> Mapping[str, Option]:
     return {option.name: option for option in options}
 
@@ -246,6 +317,30 @@ WATCHER_OPTIONS = _table(
         True,
     ),
     Option(
+        "no_new_privs",
+        v.boolean,
+        False,
+        "Set the no-new-privileges bit: setuid programs and file "
+        "capabilities grant nothing to the processes.",
+        True,
+    ),
+    Option(
+        "pdeathsig",
+        optional_signum,
+        None,
+        "Signal the processes get when circusd dies (name or number).",
+        True,
+    ),
+    Option(
+        "capability_bounding_set",
+        capabilities,
+        None,
+        "Capabilities the processes may ever hold, as names separated by "
+        "spaces or commas (`net_bind_service`); empty drops them all. "
+        "Default: keep circusd's.",
+        True,
+    ),
+    Option(
         "check_delay",
         v.number,
         None,
@@ -339,7 +434,38 @@ CIRCUS_OPTIONS = _table(
         "endpoint_owner",
         v.optional_text,
         None,
-        "User that owns the ipc endpoints and may control watchers that run as itself.",
+        "User (name or number) that owns the ipc endpoints, may read, start, "
+        "stop and signal every watcher, and may add and change watchers "
+        "that run as itself (see docs/security.md).",
+    ),
+    Option(
+        "readonly_group",
+        v.ident,
+        None,
+        "Group (name or number) whose members may use the read-only "
+        "commands; it also becomes the group of the ipc endpoints (mode 0660).",
+    ),
+    Option(
+        "insecure_tcp",
+        v.boolean,
+        False,
+        "Allow tcp endpoints beyond loopback without CURVE. Callers there "
+        "cannot be identified and may do everything, as with Circus.",
+    ),
+    Option(
+        "curve_secret_key",
+        v.optional_text,
+        None,
+        "The control endpoint's CURVE certificate with its secret key "
+        "(made by zmq.auth.create_certificates; not readable by others). "
+        "Turns CURVE on for the control endpoint.",
+    ),
+    Option(
+        "curve_keys_dir",
+        v.optional_text,
+        None,
+        "Directory of client public certificates, `USER.key` or "
+        "`USER@LABEL.key`: a client holding the key acts as USER.",
     ),
     Option(
         "pubsub_endpoint",

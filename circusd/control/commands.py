@@ -23,6 +23,7 @@ from circusd.config.options import (
     watcher_option_value,
     watcher_options_dict,
 )
+from circusd.control import policy
 from circusd.control.protocol import Properties
 from circusd.errors import CommandError, Errno, ValueProblem
 from circusd.streams import make_stream
@@ -128,11 +129,21 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
-def _apply_options(base: WatcherConfig, options: dict[str, Any]) -> WatcherConfig:
+def _apply_options(
+    base: WatcherConfig,
+    options: dict[str, Any],
+    grant: policy.Grant,
+    command: str = "add",
+) -> WatcherConfig:
+    """The new config; refused before anything is opened or spawned when
+    the caller may not ask for it."""
     changes: dict[str, Any] = {}
     for key, value in options.items():
         if not isinstance(key, str) or key.lower().startswith(_CONFIG_FILE_ONLY):
-            raise CommandError(f"option {key!r} can only be set in the config file")
+            why = f"option {key!r} can only be set in the config file"
+            if not grant.policy.is_admin(grant.caller):
+                raise policy.PermissionDenied(f"{command!r} with {why}")
+            raise CommandError(why)
         if _has_nul(value):
             raise CommandError(f"invalid option {key!r}: contains a NUL byte")
         try:
@@ -142,11 +153,18 @@ def _apply_options(base: WatcherConfig, options: dict[str, Any]) -> WatcherConfi
     config = base.replace(**changes)
     if config.singleton and config.numprocesses > 1:
         raise CommandError("a singleton watcher runs at most one process")
+    _check("uid' or 'gid", lambda: resolve(config.uid, config.gid))
+    before = base if command == "set" else None
+    grant.policy.check_change(grant.caller, command, config, before)
+    owner = resolve(config.uid, config.gid)
     for which in ("stdout_stream", "stderr_stream"):
         conf = getattr(config, which)
         if conf and conf != getattr(base, which):
-            _check(which, lambda conf=conf: make_stream(conf, config.name, 1).close())
-    _check("uid' or 'gid", lambda: resolve(config.uid, config.gid))
+
+            def attempt(conf: Any = conf) -> None:
+                make_stream(conf, config.name, 1, owner).close()
+
+            _check(which, attempt)
     return config
 
 
@@ -176,7 +194,9 @@ async def add(daemon: Daemon, props: Properties) -> Result:
     options = {**options, "cmd": cmd}
     if args:
         options["args"] = args
-    config = _apply_options(WatcherConfig(name=name, cmd=cmd), options)
+    grant = policy.current()
+    options = grant.policy.default_user(grant.caller, options)
+    config = _apply_options(WatcherConfig(name=name, cmd=cmd), options, grant)
     if name.lower() in daemon.arbiter.watchers:
         raise CommandError(f"watcher {name!r} already exists", Errno.COMMAND_ERROR)
     should_start = props.flag("start")
@@ -189,13 +209,17 @@ async def add(daemon: Daemon, props: Properties) -> Result:
 
 async def rm(daemon: Daemon, props: Properties) -> Result:
     watcher = daemon.arbiter.get(props.text("name", required=True))
+    grant = policy.current()
+    grant.policy.check_owned(grant.caller, "rm", watcher.config)
     return Work(daemon.arbiter.remove_watcher(watcher, props.flag("nostop")))
 
 
 async def set_(daemon: Daemon, props: Properties) -> Result:
     watcher = daemon.arbiter.get(props.text("name", required=True))
     options = props.mapping("options", required=True)
-    config = _apply_options(watcher.config, options)
+    grant = policy.current()
+    grant.policy.check_owned(grant.caller, "set", watcher.config)
+    config = _apply_options(watcher.config, options, grant, "set")
     return Work(watcher.apply_config(config))
 
 
@@ -323,6 +347,8 @@ _CIRCUS_NAMES = {alias: key for key, alias in _CIRCUS_ALIASES.items()}
 async def options(daemon: Daemon, props: Properties) -> Result:
     watcher = daemon.arbiter.get(props.text("name", required=True))
     everything = watcher_options_dict(watcher.config)
+    if _hides_env(watcher):
+        everything["env"] = dict.fromkeys(everything["env"], policy.HIDDEN)
     for key, alias in _CIRCUS_ALIASES.items():
         everything[alias] = everything[key]
     # Sorted, as Circus sends them: circusctl prints them in this order.
@@ -339,7 +365,16 @@ async def get(daemon: Daemon, props: Properties) -> Result:
             )
         except KeyError:
             raise CommandError(f"{key!r} option not found") from None
+        if key == "env" and _hides_env(watcher):
+            result[key] = dict.fromkeys(result[key], policy.HIDDEN)
     return {"options": result}
+
+
+def _hides_env(watcher: Watcher) -> bool:
+    """Environment values may hold secrets: a caller other than root sees
+    those of its own watchers only."""
+    grant = policy.current()
+    return grant.policy.hides_env(grant.caller, watcher.config)
 
 
 async def globaloptions(daemon: Daemon, props: Properties) -> Result:

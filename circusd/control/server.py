@@ -5,18 +5,23 @@ DEALER clients (Circus's and ours) send ``[json]`` and the ROUTER sees
 answered in kind (Circus never answers them). A message with more than one
 body frame gets an error reply (Circus drops it). Every request runs as its
 own task, so a command that waits never holds up the others.
+
+Every request is tied to its caller (``auth``) and judged by the policy
+(``policy``) before any handler sees it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.asyncio
 
-from circusd.control import protocol
+from circusd.control import policy, protocol
+from circusd.control.auth import UNIDENTIFIED, Caller, Guard
 from circusd.control.commands import COMMANDS, Work
 from circusd.errors import CircusdError, CommandError, Errno
 
@@ -33,15 +38,38 @@ class ControlServer:
         self._daemon = daemon
         self._socket = socket
         self._tasks: set[asyncio.Task[None]] = set()
+        self._guard: Guard | None = getattr(daemon, "guard", None)
+        guard = self._guard
+        self.policy = policy.Policy(
+            daemon_uid=os.geteuid(),
+            owner_uid=guard.owner_uid if guard else None,
+            readonly_gid=guard.readonly_gid if guard else None,
+        )
 
     async def serve(self) -> None:
+        zap = asyncio.create_task(self._guard.serve()) if self._guard else None
+        try:
+            await self._serve()
+        finally:
+            if zap is not None and self._guard is not None:
+                zap.cancel()
+                self._guard.close()  # before the context ends
+
+    def _caller(self, frame: zmq.Frame) -> Caller:
+        # Without a guard (circusd built without one) nobody is identified,
+        # so every request is refused rather than trusted.
+        return self._guard.caller(frame) if self._guard else UNIDENTIFIED
+
+    async def _serve(self) -> None:
         while True:
             try:
-                frames = await self._socket.recv_multipart(copy=True)
+                message = await self._socket.recv_multipart(copy=False)
             except zmq.ZMQError as exc:
                 if exc.errno in (zmq.ETERM, zmq.ENOTSOCK):
                     return
                 raise
+            caller = self._caller(message[-1])
+            frames = [frame.bytes for frame in message]
             envelope, body = self._split(frames)
             if len(body) != 1:
                 log.warning("bad request frames=%d", len(body))
@@ -53,7 +81,7 @@ class ControlServer:
             if len(self._tasks) >= MAX_IN_FLIGHT:
                 await self._refuse(envelope, body[0])
                 continue
-            task = asyncio.create_task(self._handle(envelope, body[0]))
+            task = asyncio.create_task(self._handle(envelope, body[0], caller))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             # Let the task run now: a burst of quick requests must not fill
@@ -91,7 +119,8 @@ class ControlServer:
         except zmq.ZMQError as exc:
             log.debug("reply not sent error=%s", exc)
 
-    async def _handle(self, envelope: list[bytes], body: bytes) -> None:
+    async def _handle(self, envelope: list[bytes], body: bytes, caller: Caller) -> None:
+        policy.serving(policy.Grant(caller, self.policy))
         try:
             request = protocol.parse(body)
         except protocol.BadRequest as exc:
@@ -113,9 +142,15 @@ class ControlServer:
                 Errno.UNKNOWN_COMMAND,
             )
         props = protocol.Properties(request.properties)
-        log.debug("command=%s", request.command)
+        caller = policy.current().caller
+        log.debug("command=%s %s", request.command, caller.describe())
         try:
+            kind = self.policy.authorize(caller, request.command, request.properties)
             result = await handler(self._daemon, props)
+            if kind in (policy.Kind.CHANGE, policy.Kind.ADMIN):
+                policy.audit_line(
+                    "allowed", request.command, caller, request.properties.get("name")
+                )
             if isinstance(result, Work):
                 try:
                     waiting = props.waiting
@@ -126,6 +161,15 @@ class ControlServer:
                     self._daemon.background(result.job, request.command)
                     return protocol.ok(request.id)
                 result = result.reply(await result.job)
+        except policy.PermissionDenied as exc:
+            policy.audit_line(
+                "refused",
+                request.command,
+                caller,
+                request.properties.get("name"),
+                exc.reason,
+            )
+            return protocol.error(request.id, exc.reason, exc.errno)
         except CommandError as exc:
             return protocol.error(request.id, exc.reason, exc.errno)
         except CircusdError as exc:

@@ -1,0 +1,96 @@
+"""Fixtures for the security tests: a second real user, and requests sent
+as a given user from a separate process.
+
+The test's own interpreter may live where other users cannot reach it, so a
+request "as USER" runs ``zmtp_client.py`` (standard library only) under
+``runuser`` with the system's python3.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ServiceUser
+
+HERE = Path(__file__).resolve().parent
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+@dataclass(frozen=True)
+class Intruder:
+    name: str
+    uid: int
+    gid: int
+
+
+@pytest.fixture(scope="session")
+def intruder() -> Iterator[Intruder]:
+    """A second unprivileged user, with no business with circusd."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create users")
+    name = f"cdother{uuid.uuid4().hex[:6]}"
+    subprocess.run(["useradd", "-M", "-s", "/bin/sh", name], check=True)
+    entry = pwd.getpwnam(name)
+    yield Intruder(name, entry.pw_uid, entry.pw_gid)
+    subprocess.run(["userdel", name], capture_output=True)
+
+
+Reply = dict[str, Any] | str
+
+
+@pytest.fixture
+def request_as(workdir: Path) -> Callable[..., Reply]:
+    """``request_as(user, endpoint, command, **properties)``: the reply as a
+    dict, or ``"CONNECT-ERROR EACCES"`` when the socket refused the user."""
+    if not os.access(SYSTEM_PYTHON, os.X_OK):
+        pytest.skip(f"{SYSTEM_PYTHON} is needed to send requests as other users")
+    client = workdir / "zmtp_client.py"
+    shutil.copy(HERE / "zmtp_client.py", client)
+    client.chmod(0o644)
+
+    def send(user: str, endpoint: str, command: str, **properties: Any) -> Reply:
+        message = json.dumps({"command": command, "properties": properties, "id": 1})
+        result = subprocess.run(
+            ["runuser", "-u", user, "--", SYSTEM_PYTHON, str(client), endpoint,
+             message],
+            capture_output=True, text=True, timeout=15, cwd="/",
+        )  # fmt: skip
+        output = result.stdout.strip()
+        if output.startswith("{"):
+            return dict(json.loads(output))
+        return output or result.stderr.strip()
+
+    return send
+
+
+def audit_lines(log: str, event: str = "refused") -> list[str]:
+    return [line for line in log.splitlines() if f"circusd.audit: {event} " in line]
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return fields
+
+
+def group_name(gid: int) -> str:
+    return grp.getgrgid(gid).gr_name
+
+
+@pytest.fixture
+def owner(test_user: ServiceUser) -> ServiceUser:
+    return test_user

@@ -1,0 +1,211 @@
+"""Each child runs with exactly the identity it was given (cases B01, B02,
+B03), enters its working directory as that user, and gets the prctl
+settings its watcher asks for."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import CIRCUSD, READY_TIMEOUT, ServiceUser, call, wait_for
+from tests.security.conftest import proc_status
+
+pytestmark = pytest.mark.root
+
+
+def shared(workdir: Path) -> Path:
+    path = workdir / "shared"
+    path.mkdir(exist_ok=True)
+    path.chmod(0o1777)
+    return path
+
+
+def ids(status: dict[str, str], key: str) -> list[int]:
+    return [int(part) for part in status[key].split()]
+
+
+def test_uid_alone_gives_the_users_group_and_groups_only(
+    start_daemon, workdir, owner: ServiceUser
+):
+    out = shared(workdir)
+    root_file = workdir / "rootgroup.txt"
+    root_file.write_text("secret\n")
+    root_file.chmod(0o640)
+    extra_file = workdir / "extragroup.txt"
+    extra_file.write_text("ok\n")
+    os.chown(extra_file, 0, owner.extra_gid)
+    extra_file.chmod(0o640)
+    daemon = start_daemon(f"""
+        [watcher:w]
+        cmd = sh -c 'cat {root_file} > {out}/root 2>&1; cat {extra_file} > {out}/extra 2>&1; exec sleep 300'
+        uid = {owner.name}
+
+        [watcher:g]
+        cmd = sleep 300
+        gid = {owner.extra_group}
+        """)  # noqa: E501
+    status = proc_status(wait_for(lambda: daemon.pids("w"))[0])
+    assert ids(status, "Uid") == [owner.uid] * 4
+    assert ids(status, "Gid") == [owner.gid] * 4
+    assert sorted(ids(status, "Groups")) == sorted({owner.gid, owner.extra_gid})
+    wait_for(lambda: (out / "extra").exists() and (out / "root").exists())
+    assert "Permission denied" in (out / "root").read_text()
+    assert (out / "extra").read_text() == "ok\n"
+
+    gid_only = proc_status(wait_for(lambda: daemon.pids("g"))[0])
+    assert ids(gid_only, "Uid") == [0] * 4
+    assert ids(gid_only, "Gid") == [owner.extra_gid] * 4
+    assert ids(gid_only, "Groups") == [owner.extra_gid]
+    assert "g" in daemon.ok("list")["watchers"]
+
+
+@pytest.mark.parametrize("copy_env", [True, False])
+def test_user_switch_describes_the_user_in_the_environment(
+    start_daemon, workdir, owner: ServiceUser, copy_env
+):
+    out = shared(workdir) / "env"
+    start_daemon(
+        f"""
+        [watcher:w]
+        cmd = sh -c 'env > {out}; exec sleep 300'
+        uid = {owner.name}
+        copy_env = {copy_env}
+
+        [watcher:custom]
+        cmd = sh -c 'env > {out}.custom; exec sleep 300'
+        uid = {owner.name}
+
+        [env:custom]
+        HOME = /srv/custom
+        """,
+        env={"HOME": "/root", "USER": "root", "LOGNAME": "root"},
+    )
+    env = wait_for(lambda: out.exists() and out.read_text(), what="env dump")
+    lines = env.splitlines()
+    assert f"HOME={owner.home}" in lines
+    assert f"USER={owner.name}" in lines and f"LOGNAME={owner.name}" in lines
+    assert "HOME=/root" not in lines and "USER=root" not in lines
+    custom = wait_for(lambda: Path(f"{out}.custom").exists()
+                      and Path(f"{out}.custom").read_text())  # fmt: skip
+    assert "HOME=/srv/custom" in custom.splitlines()
+
+
+def test_working_dir_the_user_cannot_enter_is_refused(
+    start_daemon, workdir, owner: ServiceUser
+):
+    private = workdir / "private"
+    private.mkdir(mode=0o700)
+    daemon = start_daemon(f"""
+        [watcher:w]
+        cmd = sleep 300
+        uid = {owner.name}
+        working_dir = {private}
+        max_retry = 1
+
+        [watcher:after]
+        cmd = sleep 300
+        priority = -1
+        """)
+    reason = wait_for(lambda: daemon.ok("status", name="w").get("reason"))
+    assert str(private) in reason and "may not enter" in reason
+    assert daemon.pids("w") == []
+    assert len(daemon.pids("after")) == 1
+
+
+def test_prctl_settings_reach_the_child(start_daemon, workdir, owner):
+    daemon = start_daemon(f"""
+        [watcher:w]
+        cmd = sleep 300
+        uid = {owner.name}
+        umask = 027
+        rlimit_nofile = 512:1024
+        no_new_privs = true
+        pdeathsig = KILL
+        capability_bounding_set = net_bind_service
+
+        [watcher:plain]
+        cmd = sleep 300
+        """)
+    pid = wait_for(lambda: daemon.pids("w"))[0]
+    status = proc_status(pid)
+    assert ids(status, "Uid") == [owner.uid] * 4
+    assert ids(status, "Gid") == [owner.gid] * 4
+    assert sorted(ids(status, "Groups")) == sorted({owner.gid, owner.extra_gid})
+    assert status["NoNewPrivs"] == "1"
+    assert int(status["CapBnd"], 16) == 1 << 10  # CAP_NET_BIND_SERVICE
+    assert status["Umask"] == "0027"
+    assert psutil.Process(pid).cwd() == str(workdir)
+    limits = Path(f"/proc/{pid}/limits").read_text()
+    assert any(line.split()[3:5] == ["512", "1024"] for line in limits.splitlines()
+               if line.startswith("Max open files"))  # fmt: skip
+    plain = proc_status(daemon.pids("plain")[0])
+    assert plain["NoNewPrivs"] == "0"
+    assert int(plain["CapBnd"], 16) != 1 << 10
+
+
+def test_pdeathsig_kills_the_child_when_circusd_dies(start_daemon, owner):
+    daemon = start_daemon(f"""
+        [watcher:w]
+        cmd = sleep 300
+        uid = {owner.name}
+        pdeathsig = TERM
+        """)
+    pid = daemon.pids("w")[0]
+    daemon.process.send_signal(signal.SIGKILL)
+    daemon.process.wait(10)
+    wait_for(lambda: not psutil.pid_exists(pid)
+             or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+             timeout=5, what="the child to get its parent-death signal")  # fmt: skip
+
+
+def test_daemon_that_is_not_root_refuses_another_uid(workdir: Path, owner: ServiceUser):
+    """circusd running as an ordinary user (here: in a user namespace where
+    it is uid `owner`) cannot switch to root: the watcher fails at once with
+    the reason, the other watchers run, nothing runs as the wrong user."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is needed")
+    probe = subprocess.run(
+        ["unshare", "--user", f"--map-user={owner.uid}", "true"], capture_output=True
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"user namespaces unavailable: {probe.stderr!r}")
+    out = workdir / "b01.uid"
+    config = workdir / "b01.ini"
+    config.write_text(
+        f"[circus]\nendpoint = ipc://{workdir}/b01.sock\n"
+        f"pubsub_endpoint = ipc://{workdir}/b01pub.sock\n\n"
+        f"[watcher:w]\ncmd = sh -c 'id -u > {out}; exec sleep 300'\nuid = root\n\n"
+        f"[watcher:mine]\ncmd = sleep 300\nuid = {owner.name}\n\n"
+        "[watcher:plain]\ncmd = sleep 300\n"
+    )
+    log = (workdir / "b01.log").open("wb")
+    process = subprocess.Popen(
+        ["unshare", "--user", f"--map-user={owner.uid}",
+         f"--map-group={owner.gid}", *CIRCUSD, str(config)],
+        stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True,
+    )  # fmt: skip
+    try:
+        endpoint = f"ipc://{workdir}/b01.sock"
+        wait_for(lambda: (workdir / "b01.sock").exists(), READY_TIMEOUT)
+        status = wait_for(
+            lambda: (
+                (s := call(endpoint, "status", name="w"))["status"] == "failed" and s
+            ),
+            timeout=2,
+            what="the watcher to fail",
+        )
+        assert "not root" in status["reason"]
+        assert call(endpoint, "status", name="plain")["status"] == "active"
+        assert call(endpoint, "status", name="mine")["status"] == "active"
+        assert not out.exists()
+        assert call(endpoint, "list", name="w")["pids"] == []
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(10)
+        log.close()

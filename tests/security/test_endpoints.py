@@ -1,0 +1,281 @@
+"""Who gets in: ipc by file mode and by uid, loopback tcp by uid, other tcp
+only with CURVE (or a config that says it is insecure); cases B06."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+import zmq.auth
+
+from tests.conftest import CIRCUSD, ServiceUser
+from tests.security.conftest import Intruder, audit_lines
+
+pytestmark = pytest.mark.root
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_other_user_cannot_reach_the_ipc_endpoint(
+    start_daemon, workdir, request_as, owner: ServiceUser, intruder: Intruder
+):
+    daemon = start_daemon(f"""
+        [circus]
+        endpoint = ipc://{workdir}/ctl.sock
+        pubsub_endpoint = ipc://{workdir}/pub.sock
+        endpoint_owner = {owner.name}
+
+        [watcher:w]
+        cmd = sleep 300
+        """)
+    assert request_as(intruder.name, daemon.endpoint, "status") == (
+        "CONNECT-ERROR EACCES"
+    )
+    assert request_as(owner.name, daemon.endpoint, "status")["status"] == "ok"
+
+    # Even where the file mode is opened up, the uid decides.
+    (workdir / "ctl.sock").chmod(0o666)
+    for command in ("status", "stop", "quit"):
+        reply = request_as(intruder.name, daemon.endpoint, command, name="w")
+        assert reply["status"] == "error" and reply["errno"] == 3, reply
+        assert reply["reason"].startswith(f"permission denied: {command!r} needs ")
+        assert f"uid {intruder.uid}" in reply["reason"]
+    assert daemon.ok("status", name="w")["status"] == "active"
+    refusals = audit_lines(daemon.output())
+    assert len(refusals) == 3
+    assert all(f"uid={intruder.uid} " in line for line in refusals)
+
+
+def test_loopback_tcp_callers_are_known_by_uid(
+    start_daemon, workdir, request_as, owner: ServiceUser, intruder: Intruder
+):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    daemon = start_daemon(f"""
+        [circus]
+        endpoint = {endpoint}
+        pubsub_endpoint = ipc://{workdir}/pub.sock
+        endpoint_owner = {owner.name}
+
+        [watcher:w]
+        cmd = sleep 300
+        """)
+    stranger = request_as(intruder.name, endpoint, "stop", name="w")
+    assert stranger["status"] == "error", stranger
+    assert stranger["reason"].startswith("permission denied: 'stop' needs root")
+    assert f"uid={intruder.uid} " in audit_lines(daemon.output())[-1]
+    assert request_as(owner.name, endpoint, "status")["status"] == "ok"
+    refused = request_as(owner.name, endpoint, "quit")
+    assert refused["reason"].startswith("permission denied: 'quit' needs root")
+    assert request_as("root", endpoint, "status", name="w")["status"] == "active"
+
+
+def test_tcp_beyond_loopback_needs_curve_or_an_explicit_insecure(start_daemon, workdir):
+    port = free_port()
+    daemon = start_daemon(
+        f"""
+        [circus]
+        endpoint = tcp://0.0.0.0:{port}
+        pubsub_endpoint = ipc://{workdir}/pub.sock
+
+        [watcher:w]
+        cmd = sleep 300
+        """,
+        ready=False,
+    )
+    assert daemon.wait_exit(10) != 0
+    assert "insecure_tcp" in daemon.output()
+    assert f"tcp://0.0.0.0:{port}" in daemon.output()
+
+
+def test_insecure_tcp_starts_when_said_in_so_many_words(start_daemon, workdir):
+    port = free_port()
+    daemon = start_daemon(f"""
+        [circus]
+        endpoint = tcp://0.0.0.0:{port}
+        pubsub_endpoint = ipc://{workdir}/pub.sock
+        insecure_tcp = true
+
+        [watcher:w]
+        cmd = sleep 300
+        """)
+    from tests.conftest import call
+
+    assert call(f"tcp://127.0.0.1:{port}", "status", name="w")["status"] == "active"
+    assert daemon.process.poll() is None
+
+
+def curve_request(endpoint, server_public, keys, timeout=3.0):
+    context = zmq.Context.instance()
+    sock = context.socket(zmq.DEALER)
+    sock.linger = 0
+    if keys is not None:
+        sock.curve_publickey, sock.curve_secretkey = keys
+        sock.curve_serverkey = server_public
+    try:
+        sock.connect(endpoint)
+        sock.send(json.dumps({"command": "status", "id": 1}).encode())
+        if not sock.poll(int(timeout * 1000)):
+            return None
+        return json.loads(sock.recv())
+    finally:
+        sock.close()
+
+
+def test_curve_known_key_unknown_key_and_plain_client(
+    start_daemon, workdir: Path, owner: ServiceUser
+):
+    keys = workdir / "keys"
+    keys.mkdir()
+    server_public, server_secret_file = zmq.auth.create_certificates(workdir, "server")
+    Path(server_secret_file).chmod(0o600)
+    zmq.auth.create_certificates(workdir / "keys", owner.name)
+    client_keys = zmq.auth.load_certificate(keys / f"{owner.name}.key_secret")
+    (keys / f"{owner.name}.key_secret").unlink()  # only public keys stay there
+    stranger = zmq.curve_keypair()
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    daemon = start_daemon(f"""
+        [circus]
+        endpoint = {endpoint}
+        pubsub_endpoint = ipc://{workdir}/pub.sock
+        endpoint_owner = {owner.name}
+        curve_secret_key = {server_secret_file}
+        curve_keys_dir = {keys}
+
+        [watcher:w]
+        cmd = sleep 300
+        """)
+    public = zmq.auth.load_certificate(server_secret_file)[0]
+
+    known = curve_request(endpoint, public, client_keys)
+    assert known is not None and known["status"] == "ok"
+    assert curve_request(endpoint, public, stranger, timeout=1.0) is None
+    assert curve_request(endpoint, public, None, timeout=1.0) is None
+    assert "curve key refused" in daemon.output()
+
+    # The key acts as its user: the owner, who may not stop circusd.
+    context = zmq.Context.instance()
+    sock = context.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.curve_publickey, sock.curve_secretkey = client_keys
+    sock.curve_serverkey = public
+    sock.connect(endpoint)
+    sock.send(json.dumps({"command": "quit", "id": 2}).encode())
+    assert sock.poll(3000)
+    reply = json.loads(sock.recv())
+    sock.close()
+    assert reply["reason"].startswith("permission denied: 'quit'")
+    assert f"uid={owner.uid} " in audit_lines(daemon.output())[-1]
+
+
+def test_readonly_group_members_may_read_only(
+    start_daemon, workdir, request_as, owner: ServiceUser, intruder: Intruder
+):
+    daemon = start_daemon(f"""
+        [circus]
+        endpoint = ipc://{workdir}/ctl.sock
+        pubsub_endpoint = ipc://{workdir}/pub.sock
+        endpoint_owner = {owner.name}
+        readonly_group = {intruder.gid}
+
+        [watcher:w]
+        cmd = sleep 300
+
+        [env:w]
+        TOKEN = abc
+        """)
+    info = os.stat(workdir / "ctl.sock")
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (
+        owner.uid,
+        intruder.gid,
+        0o660,
+    )
+    assert request_as(intruder.name, daemon.endpoint, "status")["status"] == "ok"
+    env = request_as(intruder.name, daemon.endpoint, "options", name="w")
+    assert env["options"]["env"] == {"TOKEN": "(hidden)"}
+    stop = request_as(intruder.name, daemon.endpoint, "stop", name="w")
+    assert stop["reason"].startswith("permission denied: 'stop'")
+
+
+def test_control_socket_has_its_owner_and_mode_from_the_first_moment(
+    start_daemon, workdir: Path, owner: ServiceUser, intruder: Intruder, request_as
+):
+    control = workdir / "ctl.sock"
+    seen: list[tuple[int, int]] = []
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.is_set():
+            try:
+                info = os.stat(control)
+            except FileNotFoundError:
+                pass
+            else:
+                seen.append((info.st_uid, stat.S_IMODE(info.st_mode)))
+            time.sleep(0.001)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    old = os.umask(0)
+    try:
+        daemon = start_daemon(f"""
+            [circus]
+            endpoint = ipc://{control}
+            pubsub_endpoint = ipc://{workdir}/pub.sock
+            endpoint_owner = {owner.name}
+
+            [socket:u1]
+            path = {workdir}/app1.sock
+
+            [socket:u2]
+            path = {workdir}/app2.sock
+            umask = 077
+
+            [watcher:w]
+            cmd = sleep 300
+            use_sockets = True
+            """)
+    finally:
+        os.umask(old)
+        time.sleep(0.05)
+        done.set()
+        poller.join()
+    assert seen, "the poller never saw the socket"
+    assert all(uid == owner.uid for uid, _ in seen), seen[:5]
+    assert all(mode & 0o077 == 0 for _, mode in seen), seen[:5]
+    assert not os.stat(workdir / "app1.sock").st_mode & 0o002
+    assert stat.S_IMODE(os.stat(workdir / "app2.sock").st_mode) == 0o700
+    assert request_as(intruder.name, daemon.endpoint, "status") == (
+        "CONNECT-ERROR EACCES"
+    )
+    assert request_as(owner.name, daemon.endpoint, "status")["status"] == "ok"
+
+
+def test_control_socket_directory_others_can_write_is_refused(workdir: Path):
+    import subprocess
+
+    open_dir = workdir / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    config = workdir / "c.ini"
+    config.write_text(
+        f"[circus]\nendpoint = ipc://{open_dir}/ctl.sock\n"
+        f"pubsub_endpoint = ipc://{workdir}/pub.sock\n"
+        "[watcher:w]\ncmd = sleep 300\n"
+    )
+    result = subprocess.run(
+        [*CIRCUSD, str(config)], capture_output=True, text=True, timeout=20
+    )
+    assert result.returncode != 0
+    assert "lets other users replace the socket" in result.stderr
+    assert not (open_dir / "ctl.sock").exists()
