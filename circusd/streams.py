@@ -17,7 +17,7 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from circusd.config import values as v
 from circusd.errors import ValueProblem
@@ -34,11 +34,58 @@ class Stream:
     def write(self, data: bytes, pid: int) -> None:
         raise NotImplementedError
 
+    def end(self, pid: int) -> None:
+        """The process's pipe reached its end: write what is held for it."""
+
     def reopen(self) -> None:
         """Reopen files (after an outside log rotation)."""
 
     def close(self) -> None:
         """Release the sink."""
+
+
+class LineBuffer:
+    """Holds each process's unfinished last line, so that the lines of
+    processes sharing one file never mix. A held line is written when it
+    ends, when the process's pipe ends, when it reaches LIMIT bytes, or
+    HOLD seconds after it was last added to (a prompt without a newline)."""
+
+    LIMIT = 65536
+    HOLD = 1.0
+
+    def __init__(self, emit: Callable[[bytes, int], None]) -> None:
+        self._emit = emit
+        self._partial: dict[int, bytes] = {}
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+
+    def feed(self, data: bytes, pid: int) -> None:
+        data = self._partial.pop(pid, b"") + data
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            self._emit(data[:cut], pid)
+        rest = data[cut:]
+        self._cancel(pid)
+        if len(rest) >= self.LIMIT:
+            self._emit(rest, pid)
+        elif rest:
+            self._partial[pid] = rest
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.end(pid)
+                return
+            self._timers[pid] = loop.call_later(self.HOLD, self.end, pid)
+
+    def end(self, pid: int) -> None:
+        self._cancel(pid)
+        rest = self._partial.pop(pid, b"")
+        if rest:
+            self._emit(rest, pid)
+
+    def _cancel(self, pid: int) -> None:
+        timer = self._timers.pop(pid, None)
+        if timer is not None:
+            timer.cancel()
 
 
 class StdoutStream(Stream):
@@ -56,16 +103,22 @@ class FancyStdoutStream(Stream):
         self._fd = fd
         self._name = name
         self._time_format = time_format
-        self._partial: dict[int, bytes] = {}
+        self._lines = LineBuffer(self._emit)
 
     def write(self, data: bytes, pid: int) -> None:
-        data = self._partial.pop(pid, b"") + data
-        *lines, rest = data.split(b"\n")
-        if rest:
-            self._partial[pid] = rest
+        self._lines.feed(data, pid)
+
+    def end(self, pid: int) -> None:
+        self._lines.end(pid)
+
+    def _emit(self, data: bytes, pid: int) -> None:
         stamp = datetime.datetime.now().strftime(self._time_format)
-        prefix = f"{stamp} [{self._name}:{pid}] ".encode()
-        _write_all(self._fd, b"".join(prefix + line + b"\n" for line in lines))
+        _write_all(self._fd, _prefixed(data, f"{stamp} [{self._name}:{pid}] "))
+
+
+def _prefixed(data: bytes, prefix: str) -> bytes:
+    head = prefix.encode()
+    return b"".join(head + line for line in data.splitlines(True))
 
 
 class FileStream(Stream):
@@ -94,6 +147,7 @@ class FileStream(Stream):
         self._fd = -1
         self._failed = 0
         self._retry_at = 0.0
+        self._lines = LineBuffer(self._emit)
         self._fd = self._open()
 
     def _open(self) -> int:
@@ -118,9 +172,15 @@ class FileStream(Stream):
         )
 
     def write(self, data: bytes, pid: int) -> None:
+        self._lines.feed(data, pid)
+
+    def end(self, pid: int) -> None:
+        self._lines.end(pid)
+
+    def _emit(self, data: bytes, pid: int) -> None:
         if self._time_format:
-            stamp = datetime.datetime.now().strftime(self._time_format).encode()
-            data = b"".join(stamp + b" " + line for line in data.splitlines(True))
+            stamp = datetime.datetime.now().strftime(self._time_format)
+            data = _prefixed(data, f"{stamp} [{pid}] | ")
         try:
             self.before_write()
         except OSError as exc:
@@ -493,3 +553,4 @@ class PipeReader:
         self._loop.remove_reader(self._fd)
         os.close(self._fd)
         self._fd = -1
+        self._stream.end(self._pid)
