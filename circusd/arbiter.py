@@ -150,7 +150,7 @@ class Arbiter:
 
     # -- reload ----------------------------------------------------------------
 
-    async def reload_config(self) -> None:
+    async def reload_config(self, new: Config | None = None) -> None:
         """Re-read the config file and apply only what changed in it.
 
         Watchers added at runtime with ``add`` are kept (Circus drops them),
@@ -159,8 +159,9 @@ class Arbiter:
         need a restart of circusd; they are logged and otherwise ignored.
         """
         async with self.reloading:
-            assert self.config.path is not None
-            new = load(self.config.path)
+            if new is None:
+                assert self.config.path is not None
+                new = load(self.config.path)
             changes = diff(self.config, new)
             if changes.circus_changed:
                 log.warning(

@@ -173,6 +173,7 @@ class Daemon:
         with contextlib.suppress(asyncio.CancelledError):
             await server
         self._close()
+        log.info("circusd stopped pid=%d exit_code=%d", os.getpid(), self.exit_code)
         return self.exit_code
 
     def _status_line(self) -> str:
@@ -265,10 +266,11 @@ class Daemon:
         await self.arbiter.stop()
         self._done.set()
 
-    async def reload_config(self) -> None:
+    async def reload_config(self, config: Config | None = None) -> None:
+        """Apply the config file again (``config``: already read and checked)."""
         self.systemd.reloading()
         try:
-            await self.arbiter.reload_config()
+            await self.arbiter.reload_config(config)
         except ConfigError as exc:
             log.error("reload rejected, keeping the running config: %s", exc)
             self.systemd.reloaded(problem=str(exc))

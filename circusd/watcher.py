@@ -521,6 +521,12 @@ class Watcher:
             return
         if graceful_timeout is None:
             graceful_timeout = self.config.graceful_timeout
+        log.info(
+            "stopping watcher=%s pids=%s signal=%d",
+            self.name,
+            [p.pid for p in processes],
+            signum,
+        )
         for process in processes:
             process.stopping = True
             self.publish("kill", process_pid=process.pid)

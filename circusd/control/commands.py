@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from circusd import stats
 from circusd.config import values
+from circusd.config.loader import load
 from circusd.config.model import WatcherConfig
 from circusd.config.options import (
     apply_watcher_option,
@@ -25,7 +26,7 @@ from circusd.config.options import (
 )
 from circusd.control import policy
 from circusd.control.protocol import Properties
-from circusd.errors import CommandError, Errno, ValueProblem
+from circusd.errors import CommandError, ConfigError, Errno, ValueProblem
 from circusd.streams import make_stream
 from circusd.tree import children_of
 from circusd.users import resolve
@@ -66,8 +67,19 @@ async def start(daemon: Daemon, props: Properties) -> Result:
     if watchers is None:
         return Work(daemon.arbiter.start())
     if len(watchers) == 1:
-        return Work(watchers[0].start(), _info)
+        watcher = watchers[0]
+        return Work(watcher.start(), lambda info: _started(watcher, info))
     return Work(_each(watchers, "start"))
+
+
+def _started(watcher: Watcher, info: dict[str, list[int]]) -> dict[str, Any]:
+    """With `waiting`, a watcher that could not start at all is an error."""
+    if not watcher.processes and watcher.reason and watcher.numprocesses:
+        raise CommandError(
+            f"watcher {watcher.name} did not start: {watcher.reason}",
+            Errno.COMMAND_ERROR,
+        )
+    return {"info": info}
 
 
 async def stop(daemon: Daemon, props: Properties) -> Result:
@@ -104,7 +116,14 @@ async def reload(daemon: Daemon, props: Properties) -> Result:
 
 
 async def reloadconfig(daemon: Daemon, props: Properties) -> Result:
-    return Work(daemon.reload_config())
+    # The file is read and checked before the reply, waiting or not, so a
+    # broken edit is reported to the one who asked for the reload.
+    path = daemon.arbiter.config.path
+    try:
+        config = load(path) if path else None
+    except ConfigError as exc:
+        raise CommandError(f"config rejected, keeping the running one: {exc}") from None
+    return Work(daemon.reload_config(config))
 
 
 async def quit_(daemon: Daemon, props: Properties) -> Result:
@@ -383,7 +402,7 @@ async def globaloptions(daemon: Daemon, props: Properties) -> Result:
     # disabled multicast endpoint as "", so circusd does too.
     everything = {
         "endpoint": circus.endpoint,
-        "stats_endpoint": circus.stats_endpoint,
+        "stats_endpoint": None,  # no statistics stream is served yet
         "pubsub_endpoint": circus.pubsub_endpoint,
         "check_delay": circus.check_delay,
         "multicast_endpoint": circus.multicast_endpoint or "",

@@ -221,3 +221,27 @@ def test_kill_one_process_gets_it_replaced(start_daemon):
     pids = wait_for(lambda: (p := daemon.pids("w")) and len(p) == 2 and p,
                     what="replacement")
     assert victim not in pids and survivor in pids
+
+
+def test_reloadconfig_reports_a_broken_file_even_without_waiting(start_daemon):
+    daemon = start_daemon("""
+        [watcher:w]
+        cmd = sleep 300
+        """)
+    daemon.config.write_text(daemon.config.read_text() + "numprocesses = lots\n")
+    reply = daemon.call("reloadconfig")
+    assert reply["status"] == "error" and reply["errno"] == 3
+    assert "numprocesses" in reply["reason"] and "circus.ini:" in reply["reason"]
+    assert daemon.ok("status", name="w")["status"] == "active"
+
+
+def test_start_waiting_reports_a_command_that_cannot_run(start_daemon, workdir):
+    daemon = start_daemon(f"""
+        [watcher:ghost]
+        cmd = {workdir}/missing
+        autostart = False
+        max_retry = 1
+        """)
+    reply = daemon.call("start", name="ghost", waiting=True)
+    assert reply["status"] == "error"
+    assert "No such file or directory" in reply["reason"]
