@@ -66,10 +66,10 @@ hosts file, security and errors.
 | 3 | the daemon replied with an error (its reason is printed) |
 | 130 | interrupted with Ctrl-C (except `listen`, which then exits 0) |
 
-The codes are the same with `--json`. On many hosts, the exit code is 0 if
-every host succeeded, the failing hosts' code if they all agree, 1 otherwise. Errors are printed on stderr as one
+The codes are the same with `--json`. Errors are printed on stderr as one
 line, `circusctl: error: REASON`; with `--json` the daemon's error reply is
-also printed on stdout.
+also printed on stdout. On many hosts, the exit code is 0 if every host
+succeeded, the failing hosts' code if they all agree, and 1 otherwise.
 
 ## Differences from Circus's circusctl
 

@@ -24,7 +24,7 @@ from circusd.client.errors import (
     InvalidEndpoint,
     ReplyError,
 )
-from circusd.client.events import Event, subscribe
+from circusd.client.events import Event, EventStream, subscribe
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -36,6 +36,7 @@ __all__ = [
     "DaemonUnreachable",
     "Endpoint",
     "Event",
+    "EventStream",
     "InvalidEndpoint",
     "ReplyError",
     "connect_socket",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Generator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,35 +39,64 @@ def subscribe(
     timeout: float = 5.0,
     connect: Connector = connect_socket,
     context: zmq.Context[Any] | None = None,
-) -> Generator[Event, None, None]:
-    """Yield the events published on ``endpoint`` whose topic starts with one of
-    ``topics`` (all events by default), until the caller stops iterating.
+) -> EventStream:
+    """The events published on ``endpoint`` whose topic starts with one of
+    ``topics`` (all events by default), as an iterator; ``close`` ends it.
 
     ``timeout`` bounds only the connection check; the stream itself waits for
-    as long as it takes. Raises DaemonUnreachable or InvalidEndpoint before the
-    first event when the endpoint cannot be used.
+    as long as it takes. Raises DaemonUnreachable or InvalidEndpoint at once
+    when the endpoint cannot be used.
     """
     parsed = parse_endpoint(endpoint)
     sock = connect(context or zmq.Context.instance(), zmq.SUB, parsed, timeout)
-    return _events(sock, list(topics) or [""])
+    return EventStream(sock, list(topics) or [""])
 
 
-def _events(sock: zmq.Socket[Any], topics: list[str]) -> Generator[Event, None, None]:
-    try:
-        for topic in topics:
-            sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+class EventStream(Iterator[Event]):
+    """Events from a SUB socket, subscribed from the start; closing it (or
+    leaving its ``with`` block) closes the socket, even before the first
+    event."""
+
+    def __init__(self, sock: zmq.Socket[Any], topics: Sequence[str]) -> None:
+        self._socket = sock
+        try:
+            for topic in topics:
+                sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        except zmq.ZMQError:
+            sock.close(linger=0)
+            raise
+
+    def __iter__(self) -> EventStream:
+        return self
+
+    def __next__(self) -> Event:
+        if self._socket.closed:
+            raise StopIteration
         while True:
-            frames = sock.recv_multipart()
-            if len(frames) != 2:
-                logger.debug("ignored event frames=%d", len(frames))
-                continue
-            topic_bytes, payload = frames
             try:
-                data = json.loads(payload)
-            except ValueError:
-                data = {"raw": payload.decode(errors="replace")}
-            if not isinstance(data, dict):
-                data = {"value": data}
-            yield Event(topic_bytes.decode(errors="replace"), data)
-    finally:
-        sock.close(linger=0)
+                frames = self._socket.recv_multipart()
+            except BaseException:
+                self.close()
+                raise
+            if len(frames) == 2:
+                return _event(*frames)
+            logger.debug("ignored event frames=%d", len(frames))
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._socket.close(linger=0)
+
+
+def _event(topic: bytes, payload: bytes) -> Event:
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        data = {"raw": payload.decode(errors="replace")}
+    if not isinstance(data, dict):
+        data = {"value": data}
+    return Event(topic.decode(errors="replace"), data)

@@ -54,7 +54,7 @@ from circusd.client.ssh.transport import (
 
 logger = logging.getLogger(__name__)
 
-KEEPALIVE_SECONDS = 30
+CLOSE_WAIT = 2.0  # seconds for paramiko's thread to end after close()
 
 
 @dataclass(frozen=True)
@@ -151,6 +151,9 @@ class SSHSession:
     def _close_transports(self) -> None:
         for transport in reversed(self._transports):
             transport.close()
+            # close() may return before paramiko's reader thread has ended.
+            if transport.is_alive() and transport is not threading.current_thread():
+                transport.join(CLOSE_WAIT)
         self._transports = []
         for agent in self._agents:
             agent.close()

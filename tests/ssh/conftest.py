@@ -1,0 +1,309 @@
+"""A real OpenSSH server on loopback, clients with their own ~/.ssh, and
+circusd daemons behind it.
+
+The sshd runs as root (it must, to log in more than one user) with
+everything in a private directory: its own host key, sshd_config,
+authorized_keys per user, a port above 1024 on 127.0.0.1 only, and its log.
+Each test gets a client home (HOME) with a known_hosts that trusts that
+host key and a key that root accepts; circusctl runs as a subprocess with
+that HOME and no ssh-agent unless a test starts one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import READY_TIMEOUT, Daemon
+
+SSHD = Path("/usr/sbin/sshd")
+SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
+CIRCUSCTL = Path(sys.executable).with_name("circusctl")
+CIRCUSD = [sys.executable, "-m", "circusd.cli.daemon"]
+RUN_TIMEOUT = 60.0
+
+
+def keygen(path: Path, passphrase: str = "", kind: str = "ed25519") -> str:
+    """A new key pair at ``path``; returns the public line ``TYPE BASE64``."""
+    subprocess.run(
+        [SSH_KEYGEN, "-q", "-t", kind, "-N", passphrase, "-C", "", "-f", str(path)],
+        check=True,
+        capture_output=True,
+    )
+    return " ".join(path.with_suffix(".pub").read_text().split()[:2])
+
+
+@dataclass
+class SSHServer:
+    directory: Path
+    port: int
+    host_public: str  # "ssh-ed25519 AAAA..."
+    process: subprocess.Popen[bytes]
+
+    @property
+    def log(self) -> str:
+        return (self.directory / "sshd.log").read_text(errors="replace")
+
+    @property
+    def known_hosts_line(self) -> str:
+        return f"[127.0.0.1]:{self.port} {self.host_public}\n"
+
+    def authorize(self, user: str, public: str) -> None:
+        path = self.directory / "authorized" / user
+        with path.open("a") as stream:
+            stream.write(public + "\n")
+        path.chmod(0o644)
+
+    def connections(self) -> list[psutil.Process]:
+        """sshd's per-connection processes (one per client connection)."""
+        with contextlib.suppress(psutil.NoSuchProcess):
+            return psutil.Process(self.process.pid).children()
+        return []
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def free_tcp_port() -> Callable[[], int]:
+    return _free_port
+
+
+@pytest.fixture(scope="session")
+def sshd() -> Iterator[SSHServer]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: sshd logs in root and test users")
+    if not SSHD.exists():
+        pytest.skip("sshd is missing: apt-get install openssh-server")
+    directory = Path(tempfile.mkdtemp(prefix="cdssh-", dir="/tmp"))
+    directory.chmod(0o755)
+    (directory / "authorized").mkdir(mode=0o755)
+    host_public = keygen(directory / "host_ed25519")
+    port = _free_port()
+    config = directory / "sshd_config"
+    config.write_text(
+        textwrap.dedent(f"""\
+            Port {port}
+            ListenAddress 127.0.0.1
+            HostKey {directory}/host_ed25519
+            PidFile none
+            AuthorizedKeysFile {directory}/authorized/%u
+            UsePAM no
+            StrictModes no
+            PermitRootLogin prohibit-password
+            PasswordAuthentication no
+            KbdInteractiveAuthentication no
+            AllowTcpForwarding yes
+            AllowStreamLocalForwarding yes
+            MaxStartups 100
+            LogLevel VERBOSE
+            """)
+    )
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation
+    with (directory / "sshd.log").open("wb") as log:
+        process = subprocess.Popen(
+            [str(SSHD), "-D", "-e", "-f", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = SSHServer(directory, port, host_public, process)
+    deadline = time.monotonic() + 10
+    while "Server listening" not in server.log:
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"sshd did not start:\n{server.log}")
+        time.sleep(0.02)
+    yield server
+    process.terminate()
+    process.wait(10)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def root_key(sshd: SSHServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A key that root accepts."""
+    path = tmp_path_factory.mktemp("keys") / "root_ed25519"
+    sshd.authorize("root", keygen(path))
+    return path
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+    elapsed: float
+
+
+@dataclass
+class Client:
+    """A user's side: HOME with ~/.ssh, and circusctl run with it."""
+
+    home: Path
+    key: Path
+    sshd: SSHServer
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ssh_dir(self) -> Path:
+        return self.home / ".ssh"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.ssh_dir / "known_hosts"
+
+    def target(self, user: str = "root") -> str:
+        return f"{user}@127.0.0.1:{self.sshd.port}"
+
+    def environment(self, **extra: str) -> dict[str, str]:
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in ("SSH_AUTH_SOCK", "CIRCUSCTL_ENDPOINT")
+        }
+        return {**env, "HOME": str(self.home), **self.env, **extra}
+
+    def popen(self, *args: str, **kwargs: object) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [str(CIRCUSCTL), *args],
+            env=self.environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            **kwargs,  # type: ignore[call-overload]
+        )
+
+    def run(self, *args: str, timeout: float = RUN_TIMEOUT) -> Result:
+        started = time.monotonic()
+        completed = subprocess.run(
+            [str(CIRCUSCTL), *args],
+            env=self.environment(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return Result(
+            completed.returncode,
+            completed.stdout,
+            completed.stderr,
+            time.monotonic() - started,
+        )
+
+    def ssh(self, *args: str, user: str = "root", key: Path | None = None) -> Result:
+        """circusctl --ssh USER@127.0.0.1:PORT --ssh-keyfile KEY ARGS..."""
+        keyfile = str(key or self.key)
+        return self.run("--ssh", self.target(user), "--ssh-keyfile", keyfile, *args)
+
+
+@pytest.fixture
+def client(sshd: SSHServer, root_key: Path) -> Iterator[Client]:
+    home = Path(tempfile.mkdtemp(prefix="cdhome-", dir="/tmp"))
+    (home / ".ssh").mkdir(mode=0o700)
+    (home / ".ssh" / "known_hosts").write_text(sshd.known_hosts_line)
+    yield Client(home, root_key, sshd)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+# -- a user other than root -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoginUser:
+    name: str
+    uid: int
+    key: Path
+
+
+@pytest.fixture(scope="session")
+def login_user(
+    sshd: SSHServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LoginUser]:
+    """A real unprivileged user that can log in over the test sshd."""
+    name = f"cdssh{uuid.uuid4().hex[:6]}"
+    # '*' instead of useradd's '!': with UsePAM no, sshd refuses locked accounts.
+    subprocess.run(
+        ["useradd", "-M", "-d", "/nonexistent", "-s", "/bin/sh", "-p", "*", name],
+        check=True,
+        capture_output=True,
+    )
+    key = tmp_path_factory.mktemp("userkeys") / "user_ed25519"
+    sshd.authorize(name, keygen(key))
+    yield LoginUser(name, pwd.getpwnam(name).pw_uid, key)
+    subprocess.run(["userdel", name], capture_output=True)
+
+
+# -- several daemons ----------------------------------------------------------
+
+
+@pytest.fixture
+def start_fleet() -> Iterator[Callable[[int, str], list[Daemon]]]:
+    """``start_fleet(n, ini)``: n daemons, each in its own directory.
+
+    Like tests.conftest's start_daemon (ipc endpoints under a private
+    directory, readiness from a fake NOTIFY_SOCKET), which runs one daemon
+    per test.
+    """
+    started: list[Daemon] = []
+
+    def start(count: int, ini: str) -> list[Daemon]:
+        for _ in range(count):
+            started.append(_launch(ini))
+        return started[-count:]
+
+    yield start
+    for daemon in started:
+        daemon.stop()
+        shutil.rmtree(daemon.directory, ignore_errors=True)
+
+
+def _launch(ini: str) -> Daemon:
+    directory = Path(tempfile.mkdtemp(prefix="cdf-", dir="/tmp"))
+    directory.chmod(0o755)
+    config = directory / "circus.ini"
+    config.write_text(
+        f"[circus]\nendpoint = ipc://{directory}/ctl.sock\n"
+        f"pubsub_endpoint = ipc://{directory}/pub.sock\n\n"
+        + textwrap.dedent(ini).replace("{dir}", str(directory))
+    )
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(directory / "notify.sock"))
+    log = directory / "circusd.log"
+    environment = {**os.environ, "NOTIFY_SOCKET": str(directory / "notify.sock")}
+    environment.pop("JOURNAL_STREAM", None)
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [*CIRCUSD, str(config), "--log-level", "debug"],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            cwd=directory,
+            start_new_session=True,
+        )
+    daemon = Daemon(process, directory, config, log, notify)
+    notify.settimeout(READY_TIMEOUT)
+    try:
+        while "READY=1" not in notify.recv(4096).decode():
+            pass
+    except TimeoutError:
+        daemon.stop()
+        raise AssertionError(f"circusd not ready:\n{daemon.output()}") from None
+    return daemon
