@@ -105,6 +105,9 @@ CIRCUSD_ONLY_OPTIONS = frozenset(
         "stderr_stream",
         "hooks",
         "rlimits",
+        "no_new_privs",
+        "pdeathsig",
+        "capability_bounding_set",
     }
 )
 STREAM_CONFS = ("stdout_stream_conf", "stderr_stream_conf")
