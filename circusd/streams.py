@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 
 from circusd.config import values as v
+from circusd.config.options import STREAM_CLASSES
 from circusd.errors import ValueProblem
 from circusd.users import KEEP, Identity
 
@@ -447,13 +448,7 @@ def _check_existing(fd: int, directory: int, name: str, owner: Identity) -> None
     )
 
 
-_BUILTIN = (
-    "FileStream",
-    "WatchedFileStream",
-    "TimedRotatingFileStream",
-    "StdoutStream",
-    "FancyStdoutStream",
-)
+_BUILTIN = STREAM_CLASSES
 
 
 def builtin_stream(class_name: str) -> bool:

@@ -19,6 +19,7 @@ from circusd.config.options import (
     HOOK_NAMES,
     RLIMIT_NAMES,
     SOCKET_OPTIONS,
+    STREAM_CLASSES,
     STREAM_KEYS,
     WATCHER_OPTIONS,
     Option,
@@ -266,10 +267,16 @@ def _watcher_prefixed() -> str:
 Options with a prefix:
 
 - `stdout_stream.KEY`, `stderr_stream.KEY`: where the processes' output
-  goes. KEY is one of {_names(STREAM_KEYS)}. `class` names the stream
-  (`FileStream`, `WatchedFileStream`, `TimedRotatingFileStream`,
-  `QueueStream`, `StdoutStream`, `FancyStdoutStream`, or a dotted Python
-  path). A relative `filename` is taken from the config file's directory.
+  goes. KEY is one of {_names(STREAM_KEYS)}. `class` names the stream,
+  one of {_names(STREAM_CLASSES)} (Circus's `circus.stream.` names work
+  too; custom classes and `QueueStream` are refused, since they would run
+  code inside circusd). The file streams need a `filename`; a relative one
+  is taken from the config file's directory. With `time_format`, each line
+  starts with `TIME [PID] | `. Lines of different processes sharing a file
+  never mix: a process's unfinished line is held until it ends (or for one
+  second). Without any stream, the processes write to circusd's own stdout
+  and stderr. Output files are created mode 0640, owned by the watcher's
+  user.
 - `hooks.NAME = package.module.function[, ignore_errors]`: a Python callable
   run at that point of the watcher's life. NAME is one of
   {_names(HOOK_NAMES)}.

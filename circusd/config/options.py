@@ -368,6 +368,13 @@ STREAM_KEYS = (
     "color",
     "refresh_time",
 )
+STREAM_CLASSES = (
+    "FileStream",
+    "WatchedFileStream",
+    "TimedRotatingFileStream",
+    "StdoutStream",
+    "FancyStdoutStream",
+)
 HOOK_NAMES = (
     "before_start",
     "after_start",
@@ -635,3 +642,34 @@ def watcher_options_dict(config: WatcherConfig) -> dict[str, Any]:
         result[key] = watcher_option_value(config, key)
     result.update(config.extra)
     return result
+
+
+def check_stream(conf: Mapping[str, str]) -> None:
+    """A stream block names a built-in class and the settings it needs."""
+    class_name = conf.get("class", "")
+    name = class_name.rsplit(".", 1)[-1]
+    if not class_name:
+        raise ValueProblem(
+            "a stream needs a class, one of " + ", ".join(STREAM_CLASSES)
+        )
+    if name not in STREAM_CLASSES or (
+        "." in class_name and not class_name.startswith("circus.stream.")
+    ):
+        raise ValueProblem(
+            f"unknown stream class {class_name!r}{closest(name, STREAM_CLASSES)}; "
+            f"use one of {', '.join(STREAM_CLASSES)} (custom classes would run "
+            "code inside circusd)"
+        )
+    if name.endswith("FileStream") and not conf.get("filename"):
+        raise ValueProblem(f"{name} needs a filename")
+    for key, convert in (
+        ("max_bytes", v.size),
+        ("backup_count", v.bounded(0, 10_000)),
+        ("rotate_interval", v.bounded(1, 10**6)),
+        ("utc", v.boolean),
+    ):
+        if key in conf:
+            try:
+                convert(conf[key])
+            except ValueProblem as exc:
+                raise ValueProblem(f"{key}: {exc}") from None

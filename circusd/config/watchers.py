@@ -29,6 +29,7 @@ from circusd.config.model import WatcherConfig
 from circusd.config.options import (
     WATCHER_OPTIONS,
     apply_watcher_option,
+    check_stream,
     closest,
     watcher_keys,
 )
@@ -230,6 +231,14 @@ def _check(watcher: WatcherConfig, section: Section, context: Context) -> None:
     with at(section, entries.get("gid")):
         if watcher.gid is not None:
             checks.group(watcher.gid)
+    for stream in ("stdout_stream", "stderr_stream"):
+        conf = getattr(watcher, stream)
+        if conf:
+            with at(
+                section,
+                entries.get(f"{stream}.class") or entries.get(f"{stream}.filename"),
+            ):
+                check_stream(conf)
     for hook_name, hook in watcher.hooks.items():
         with at(section, entries.get(f"hooks.{hook_name}")):
             checks.dotted_name(hook.target, "a hook")

@@ -581,3 +581,27 @@ def test_working_dir_dot_is_the_config_directory(tmp_path: Path) -> None:
 def test_dot_parts_are_dropped_from_relative_paths(tmp_path: Path) -> None:
     config = load_text(tmp_path, "[socket:s]\npath = ./run/./s.sock\n")
     assert config.sockets[0].path == str(tmp_path / "run/s.sock")
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        (
+            "stdout_stream.class = FileStrem\nstdout_stream.filename = o.log",
+            "did you mean 'FileStream'",
+        ),
+        ("stdout_stream.class = subprocess.Popen", "unknown stream class"),
+        ("stderr_stream.class = FileStream", "FileStream needs a filename"),
+        (
+            "stdout_stream.class = FileStream\nstdout_stream.filename = o.log\n"
+            "stdout_stream.max_bytes = lots",
+            "max_bytes",
+        ),
+    ],
+)
+def test_stream_settings_are_checked_at_load(
+    tmp_path: Path, lines: str, expected: str
+) -> None:
+    _, error = load_error(tmp_path, f"[watcher:w]\ncmd = sleep 1\n{lines}\n")
+    assert expected in str(error)
+    assert error.section == "watcher:w" and error.line is not None
