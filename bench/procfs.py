@@ -43,7 +43,16 @@ def program(pid: int) -> str | None:
     return Path(text.split("\0", 1)[0]).name
 
 
+def cmdline(pid: int) -> list[str] | None:
+    """argv of the process, or None if it is gone (or a zombie)."""
+    text = _read(f"/proc/{pid}/cmdline")
+    if not text:
+        return None
+    return text.rstrip("\0").split("\0")
+
+
 def is_zombie(pid: int) -> bool:
+    """True for a zombie and for a process that is gone altogether."""
     text = _read(f"/proc/{pid}/stat")
     if text is None:
         return True
