@@ -1,0 +1,194 @@
+"""Where circusctl --ssh finds its keys and hosts: ~/.ssh/config (Host
+aliases, HostName, User, Port, IdentityFile, ProxyJump), ssh-agent, and
+key files with a passphrase asked on the terminal."""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Daemon
+from tests.ssh.conftest import CIRCUSCTL, Client, SSHServer, keygen
+
+pytestmark = pytest.mark.timeout(60)
+
+SLEEPER = "[watcher:sleeper]\ncmd = sleep 600\n"
+
+
+def write_config(client: Client, text: str) -> None:
+    path = client.ssh_dir / "config"
+    path.write_text(text)
+    path.chmod(0o600)
+
+
+def test_a_host_alias_gives_hostname_user_port_and_identity_file(
+    client: Client, sshd: SSHServer, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(SLEEPER)
+    write_config(
+        client,
+        f"Host fleet-a\n  HostName 127.0.0.1\n  User root\n  Port {sshd.port}\n"
+        f"  IdentityFile {client.key}\n",
+    )
+
+    result = client.run("--ssh", "fleet-a", "--endpoint", daemon.endpoint, "list")
+
+    assert (result.returncode, result.stdout, result.stderr) == (0, "sleeper\n", "")
+
+
+def test_a_default_identity_file_in_home_is_used(
+    client: Client, sshd: SSHServer, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(SLEEPER)
+    shutil.copy(client.key, client.ssh_dir / "id_ed25519")
+
+    result = client.run(
+        "--ssh", client.target(), "--endpoint", daemon.endpoint, "numwatchers"
+    )
+
+    assert (result.returncode, result.stdout) == (0, "1\n"), result.stderr
+
+
+def test_proxy_jump_reaches_the_host_through_another(
+    client: Client, sshd: SSHServer, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(SLEEPER)
+    # The same sshd is both the jump host and, seen from itself, the target.
+    write_config(
+        client,
+        f"Host jump\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User root\n"
+        f"  IdentityFile {client.key}\n\n"
+        f"Host inner\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User root\n"
+        f"  IdentityFile {client.key}\n  ProxyJump jump\n",
+    )
+    logins = sshd.log.count("Accepted publickey for root")
+
+    result = client.run("--ssh", "inner", "--endpoint", daemon.endpoint, "list")
+
+    assert (result.returncode, result.stdout, result.stderr) == (0, "sleeper\n", "")
+    assert sshd.log.count("Accepted publickey for root") == logins + 2
+
+
+def test_proxy_command_is_refused_rather_than_bypassed(client: Client) -> None:
+    write_config(client, "Host viacmd\n  ProxyCommand nc %h %p\n")
+
+    result = client.run("--ssh", "viacmd", "--endpoint", "ipc:///x.sock", "list")
+
+    assert result.returncode == 2
+    assert "ProxyCommand" in result.stderr and "ProxyJump" in result.stderr
+
+
+@pytest.fixture
+def agent(client: Client) -> Iterator[str]:
+    """A private ssh-agent; yields its socket path."""
+    path = str(client.home / "agent.sock")
+    process = subprocess.Popen(
+        ["ssh-agent", "-D", "-a", path],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, "ssh-agent did not start"
+        time.sleep(0.01)
+    yield path
+    process.terminate()
+    process.wait(10)
+
+
+def test_a_key_held_by_ssh_agent_is_used(
+    client: Client, agent: str, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(SLEEPER)
+    subprocess.run(
+        ["ssh-add", "-q", str(client.key)],
+        env={**os.environ, "SSH_AUTH_SOCK": agent},
+        check=True,
+        capture_output=True,
+    )
+    client.env["SSH_AUTH_SOCK"] = agent
+
+    result = client.run("--ssh", client.target(), "--endpoint", daemon.endpoint, "list")
+
+    assert (result.returncode, result.stdout, result.stderr) == (0, "sleeper\n", "")
+
+
+def test_an_encrypted_key_file_without_a_terminal_says_to_use_the_agent(
+    client: Client, sshd: SSHServer, tmp_path: Path
+) -> None:
+    key = tmp_path / "locked"
+    sshd.authorize("root", keygen(key, passphrase="open sesame"))
+
+    result = client.run(
+        "--ssh", client.target(), "--ssh-keyfile", str(key), "status",
+        timeout=20,
+    )  # fmt: skip
+
+    assert result.returncode == 1
+    assert "no terminal to ask its passphrase on" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_an_encrypted_key_file_asks_its_passphrase_on_the_terminal(
+    client: Client, sshd: SSHServer, tmp_path: Path, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(SLEEPER)
+    key = tmp_path / "locked"
+    sshd.authorize("root", keygen(key, passphrase="open sesame"))
+
+    output = run_on_terminal(
+        client,
+        ["--ssh", client.target(), "--ssh-keyfile", str(key),
+         "--endpoint", daemon.endpoint, "list"],
+        prompt="Enter passphrase for key",
+        answers=["wrong\n", "open sesame\n"],
+    )  # fmt: skip
+
+    assert output.count("Enter passphrase for key") == 2
+    assert output.rstrip().endswith("sleeper")
+
+
+def run_on_terminal(
+    client: Client, args: list[str], prompt: str, answers: list[str]
+) -> str:
+    """Run circusctl with a pseudo-terminal as its controlling terminal and
+    answer each ``prompt`` with the next answer; returns what it wrote there."""
+    controller, terminal = os.openpty()
+    process = subprocess.Popen(
+        ["setsid", "--ctty", str(CIRCUSCTL), *args],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env=client.environment(),
+    )
+    os.close(terminal)
+    seen = ""
+    answered = 0
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], 0.5)
+            if ready:
+                try:
+                    seen += os.read(controller, 4096).decode(errors="replace")
+                except OSError:  # the terminal closed: the process is done
+                    break
+                if seen.count(prompt) > answered and answered < len(answers):
+                    os.write(controller, answers[answered].encode())
+                    answered += 1
+            elif process.poll() is not None:
+                break
+        assert process.wait(10) == 0, seen
+    finally:
+        os.close(controller)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return seen
