@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import os
 import signal
+import statistics
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
 
-from circusd.client import CircusClient, subscribe
+from circusd.client import CircusClient, Connector, connect_socket, subscribe
 from circusd.client.ssh import KeyRing, SSHOptions, SSHSession, parse_target
 from tests.conftest import Daemon, wait_for
 from tests.ssh.conftest import Client, SSHServer
@@ -216,3 +218,42 @@ def test_a_closed_session_leaves_no_thread(
 
     left = set(threading.enumerate()) - threads_before
     assert [thread.name for thread in left if thread.is_alive()] == []
+
+
+def test_a_tunnelled_status_costs_little_beyond_the_ssh_login(
+    client: Client,
+    start_daemon: Callable[..., Daemon],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """status (status + list) on a fresh client, direct and through a session
+    that has just logged in. The tunnel adds the channel, the bridge and a
+    few round trips through paramiko (about 4 ms here); a 40 ms delayed-ACK
+    stall after login (see transport.QuickAckSocket) would show at once."""
+    daemon = start_daemon(SLEEPER)
+    monkeypatch.setenv("HOME", str(client.home))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    options = SSHOptions(timeout=10, keys=KeyRing(str(client.key)))
+
+    def status(connect: Connector) -> float:
+        started = time.perf_counter()
+        with CircusClient(daemon.endpoint, 10, connect=connect) as ctl:
+            ctl.call("status")
+            ctl.call("list", name="sleeper")
+        return time.perf_counter() - started
+
+    direct, tunnelled, logins = [], [], []
+    for _ in range(7):
+        direct.append(status(connect_socket))
+        with SSHSession(parse_target(client.target()), options) as session:
+            started = time.perf_counter()
+            session.open()
+            logins.append(time.perf_counter() - started)
+            tunnelled.append(status(session.connect_socket))
+    added = statistics.median(tunnelled) - statistics.median(direct)
+    print(
+        f"\nstatus direct {statistics.median(direct) * 1000:.2f} ms, ssh login "
+        f"{statistics.median(logins) * 1000:.1f} ms, then tunnelled "
+        f"{statistics.median(tunnelled) * 1000:.2f} ms (+{added * 1000:.2f} ms)"
+    )
+
+    assert added < 0.015

@@ -7,6 +7,9 @@ connection from this very process (SO_PEERCRED pid) is accepted; a connection
 from any other process is closed unread and logged. Two daemon threads then
 copy bytes between the accepted socket and the channel with full writes
 (sendall), and pass end-of-file on in each direction.
+
+The local half (listener, ZeroMQ socket, copying threads) is made before the
+channel is opened, so that its cost overlaps the channel's round trip.
 """
 
 from __future__ import annotations
@@ -34,15 +37,20 @@ _COPY_ERRORS = (OSError, EOFError, paramiko.SSHException)
 
 
 class Pump:
-    """Copies bytes both ways between ``channel`` and ``local`` until both end."""
+    """Copies bytes both ways between a channel and a local socket.
 
-    def __init__(self, channel: paramiko.Channel, local: socket.socket, label: str):
-        self.channel = channel
-        self.local = local
+    The threads start at once and wait for ``connect``; ``close`` (or
+    ``connect`` never coming) ends them.
+    """
+
+    def __init__(self, label: str) -> None:
         self.label = label
         self.error: str | None = None
-        self._open_directions = 2
+        self._channel: paramiko.Channel | None = None
+        self._local: socket.socket | None = None
+        self._ready = threading.Event()
         self._lock = threading.Lock()
+        self._open_directions = 2
         self._threads = [
             threading.Thread(
                 target=self._upstream, name=f"ssh-up {label}", daemon=True
@@ -51,33 +59,43 @@ class Pump:
                 target=self._downstream, name=f"ssh-down {label}", daemon=True
             ),
         ]
-
-    def start(self) -> None:
         for thread in self._threads:
             thread.start()
 
+    def connect(self, channel: paramiko.Channel, local: socket.socket) -> None:
+        self._channel, self._local = channel, local
+        self._ready.set()
+
     def _upstream(self) -> None:
+        self._ready.wait()
+        channel, local = self._channel, self._local
+        if channel is None or local is None:
+            return
         try:
-            while data := self.local.recv(CHUNK):
-                self.channel.sendall(data)
-            self.channel.shutdown_write()
+            while data := local.recv(CHUNK):
+                channel.sendall(data)
+            channel.shutdown_write()
         except _COPY_ERRORS as exc:
             self._failed("to the server", exc)
         finally:
             self._direction_done()
 
     def _downstream(self) -> None:
+        self._ready.wait()
+        channel, local = self._channel, self._local
+        if channel is None or local is None:
+            return
         try:
-            while data := self.channel.recv(CHUNK):
-                self.local.sendall(data)
-            self.local.shutdown(socket.SHUT_WR)
+            while data := channel.recv(CHUNK):
+                local.sendall(data)
+            local.shutdown(socket.SHUT_WR)
         except _COPY_ERRORS as exc:
             self._failed("from the server", exc)
         finally:
             self._direction_done()
 
     def _failed(self, direction: str, exc: BaseException) -> None:
-        if self.error is None and not self.channel.closed:
+        if self.error is None and self._channel and not self._channel.closed:
             self.error = f"copying {direction} failed: {exc or type(exc).__name__}"
             logger.warning("tunnel broke endpoint=%s error=%s", self.label, self.error)
         self._shut()
@@ -86,55 +104,78 @@ class Pump:
         with self._lock:
             self._open_directions -= 1
             last = self._open_directions == 0
-        if last:
-            self.channel.close()
-            self.local.close()
+        if last and self._channel is not None and self._local is not None:
+            self._channel.close()
+            self._local.close()
 
     def _shut(self) -> None:
         # Wakes both copying threads: recv on either side then returns b"".
-        self.channel.close()
-        try:
-            self.local.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        if self._channel is not None:
+            self._channel.close()
+        if self._local is not None:
+            try:
+                self._local.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def close(self, timeout: float = 2.0) -> None:
         """Stop copying and wait for both threads."""
+        self._ready.set()  # threads still waiting for connect() end now
         self._shut()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             if thread.is_alive() and thread is not threading.current_thread():
                 thread.join(max(deadline - time.monotonic(), 0))
-        self.local.close()
+        if self._local is not None:
+            self._local.close()
 
 
-def bridge(
-    context: zmq.Context[Any],
-    kind: int,
-    channel: paramiko.Channel,
-    label: str,
-    timeout: float,
-) -> tuple[zmq.Socket[Any], Pump]:
-    """A ZeroMQ socket of ``kind`` whose only connection is ``channel``."""
-    name = f"circusctl-{os.getpid()}-{secrets.token_hex(16)}"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    sock: zmq.Socket[Any] | None = None
-    try:
-        listener.bind("\0" + name)
-        listener.listen(1)
-        sock = new_socket(context, kind)
-        sock.setsockopt(zmq.RECONNECT_IVL, -1)  # the listener is gone by then
-        sock.connect(f"ipc://@{name}")
-        local = _accept_own(listener, time.monotonic() + timeout, label)
-    except BaseException:
-        if sock is not None:
-            sock.close(linger=0)
-        raise
-    finally:
-        listener.close()
-    pump = Pump(channel, local, label)
-    pump.start()
-    return sock, pump
+class PendingBridge:
+    """The local half of a bridge, made before the channel exists.
+
+    ZeroMQ starts connecting (and queues its greeting) and the copying
+    threads start while the SSH channel is being opened.
+    """
+
+    def __init__(self, context: zmq.Context[Any], kind: int, label: str) -> None:
+        self.label = label
+        name = f"circusctl-{os.getpid()}-{secrets.token_hex(16)}"
+        self._listener = socket.socket(
+            socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC
+        )
+        self.socket: zmq.Socket[Any] | None = None
+        self.pump: Pump | None = None
+        try:
+            self._listener.bind("\0" + name)
+            self._listener.listen(1)
+            self.socket = new_socket(context, kind)
+            self.socket.setsockopt(zmq.RECONNECT_IVL, -1)  # the listener goes
+            self.socket.connect(f"ipc://@{name}")
+            self.pump = Pump(label)
+        except BaseException:
+            self.abort()
+            raise
+
+    def attach(
+        self, channel: paramiko.Channel, timeout: float
+    ) -> tuple[zmq.Socket[Any], Pump]:
+        """Join ZeroMQ's connection to ``channel``; the listener is closed."""
+        assert self.socket is not None and self.pump is not None
+        try:
+            local = _accept_own(self._listener, time.monotonic() + timeout, self.label)
+        except BaseException:
+            self.abort()
+            raise
+        self._listener.close()
+        self.pump.connect(channel, local)
+        return self.socket, self.pump
+
+    def abort(self) -> None:
+        self._listener.close()
+        if self.pump is not None:
+            self.pump.close()
+        if self.socket is not None:
+            self.socket.close(linger=0)
 
 
 def _accept_own(listener: socket.socket, deadline: float, label: str) -> socket.socket:

@@ -29,7 +29,7 @@ import zmq
 
 from circusd.client.endpoints import Endpoint
 from circusd.client.errors import InvalidEndpoint
-from circusd.client.ssh.bridge import Pump, bridge
+from circusd.client.ssh.bridge import PendingBridge, Pump
 from circusd.client.ssh.errors import (
     AuthenticationFailed,
     ChannelRefused,
@@ -117,9 +117,14 @@ class SSHSession:
     ) -> zmq.Socket[Any]:
         """A Connector: a ZeroMQ socket connected to ``endpoint`` over SSH."""
         self.open()
-        channel = self._open_channel(endpoint, timeout)
+        pending = PendingBridge(context, kind, endpoint.address)
         try:
-            sock, pump = bridge(context, kind, channel, endpoint.address, timeout)
+            channel = self._open_channel(endpoint, timeout)
+        except BaseException:
+            pending.abort()
+            raise
+        try:
+            sock, pump = pending.attach(channel, timeout)
         except BaseException:
             channel.close()
             raise
