@@ -27,7 +27,9 @@ import logging
 import os
 import pwd
 import secrets
+import socket
 import stat
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -206,7 +208,75 @@ def _plain(packed: bytes) -> bytes:
     return packed
 
 
+_SOCK_DIAG = 4  # NETLINK_SOCK_DIAG
+_SOCK_DIAG_BY_FAMILY = 20
+_DUMP_REQUEST = 0x301  # NLM_F_REQUEST | NLM_F_DUMP
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+_STATES = (1 << 1) | (1 << 8)  # TCP_ESTABLISHED, TCP_CLOSE_WAIT
+
+
 def read_tcp_table() -> list[_Entry]:
+    """Established (and closing) tcp sockets from the kernel's sock_diag
+    netlink interface; /proc/net/tcp where that is not available. The
+    netlink dump costs well under a millisecond where the /proc files take
+    several (the kernel formats them by walking every hash bucket)."""
+    try:
+        return _diag_table()
+    except OSError as exc:
+        log.debug("sock_diag unavailable, reading /proc/net/tcp error=%s", exc)
+        return _proc_table()
+
+
+def _diag_table() -> list[_Entry]:
+    entries: list[_Entry] = []
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _SOCK_DIAG) as netlink:
+        netlink.settimeout(1.0)
+        for sequence, family in enumerate((socket.AF_INET, socket.AF_INET6), 1):
+            request = struct.pack(
+                "=BBBBI", family, socket.IPPROTO_TCP, 0, 0, _STATES
+            ) + bytes(48)
+            header = struct.pack(
+                "=IHHII", 16 + len(request), _SOCK_DIAG_BY_FAMILY, _DUMP_REQUEST,
+                sequence, 0,
+            )  # fmt: skip
+            netlink.send(header + request)
+            _read_dump(netlink, entries)
+    return entries
+
+
+def _read_dump(netlink: socket.socket, entries: list[_Entry]) -> None:
+    while True:
+        data = netlink.recv(1 << 16)
+        offset = 0
+        while offset + 16 <= len(data):
+            length, kind = struct.unpack_from("=IH", data, offset)
+            if kind == _NLMSG_DONE:
+                return
+            if kind == _NLMSG_ERROR:
+                code = -struct.unpack_from("=i", data, offset + 16)[0]
+                raise OSError(code, os.strerror(code))
+            body = offset + 16
+            state = data[body + 1]
+            ports = struct.unpack_from(">HH", data, body + 4)
+            source = data[body + 8 : body + 24]
+            destination = data[body + 24 : body + 40]
+            uid, inode = struct.unpack_from("=II", data, body + 64)
+            width = 4 if data[body] == socket.AF_INET else 16
+            entries.append(
+                _Entry(
+                    (_plain(source[:width]), ports[0]),
+                    (_plain(destination[:width]), ports[1]),
+                    f"{state:02X}",
+                    uid,
+                    inode,
+                )
+            )
+            offset += (length + 3) & ~3
+        if not data:
+            return
+
+
+def _proc_table() -> list[_Entry]:
     entries = []
     for path in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.root
 
 # About 20 KB a second of output, so that size rotation comes quickly.
 BURST = (
-    "sh -c 'while :; do head -c 1000 /dev/zero | tr \"\\\\0\" x; echo; "
+    'sh -c \'while :; do head -c 1000 /dev/zero | tr "\\\\0" x; echo; '
     "sleep 0.05; done'"
 )
 
