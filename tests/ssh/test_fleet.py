@@ -3,13 +3,14 @@ for three hosts (each hosts-file line names its own endpoint)."""
 
 from __future__ import annotations
 
+import signal
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Daemon
+from tests.conftest import Daemon, wait_for
 from tests.ssh.conftest import Client, SSHServer
 
 pytestmark = pytest.mark.timeout(90)
@@ -176,3 +177,27 @@ def test_listen_on_two_hosts_prints_both_streams(
     for daemon in fleet:
         (line,) = prefixed(out, f"{client.target()} {daemon.endpoint}")
         assert " watcher.sleeper." in line
+
+
+def test_ctrl_c_ends_listen_on_every_host(
+    client: Client, sshd: SSHServer, start_fleet: Callable[[int, str], list[Daemon]]
+) -> None:
+    fleet = start_fleet(2, SLEEPER)
+    path = hosts_file(client, fleet)
+    before = {process.pid for process in sshd.connections()}
+    listener = client.popen(
+        "--ssh-hosts", str(path), "--ssh-keyfile", str(client.key), "listen"
+    )
+    assert listener.stderr is not None
+    for _ in fleet:
+        assert "listening on" in listener.stderr.readline()
+
+    listener.send_signal(signal.SIGINT)
+    _, err = listener.communicate(timeout=10)
+
+    assert (listener.returncode, err) == (0, "")
+    wait_for(
+        lambda: not ({p.pid for p in sshd.connections()} - before),
+        timeout=5,
+        what="both sshd sessions to end",
+    )

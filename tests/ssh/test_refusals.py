@@ -197,6 +197,33 @@ def test_a_user_that_may_not_open_the_socket_is_refused_clearly(
     assert f"{login_user.name} may not open it" in line
 
 
+def test_the_remote_policy_judges_the_ssh_login_user(
+    client: Client, login_user: LoginUser, start_daemon: Callable[..., Daemon]
+) -> None:
+    """A member of readonly_group may read through the tunnel and is refused
+    anything else; the audit log names the login user's uid."""
+    daemon = start_daemon(
+        "[circus]\nendpoint = ipc://{dir}/ctl.sock\n"
+        "pubsub_endpoint = ipc://{dir}/pub.sock\n"
+        f"readonly_group = {login_user.name}\n\n{SLEEPER}"
+    )
+    user, key = login_user.name, login_user.key
+
+    read = client.ssh("--endpoint", daemon.endpoint, "list", user=user, key=key)
+    change = client.ssh(
+        "--endpoint", daemon.endpoint, "stop", "sleeper", user=user, key=key
+    )
+
+    assert (read.returncode, read.stdout, read.stderr) == (0, "sleeper\n", "")
+    assert change.returncode == 3
+    assert one_line(change.stderr).startswith("circusctl: error: ")
+    refusals = [
+        line for line in daemon.output().splitlines() if "refused command=stop" in line
+    ]
+    assert len(refusals) == 1 and f"uid={login_user.uid} " in refusals[0]
+    assert daemon.call("status", name="sleeper")["status"] == "active"
+
+
 def test_the_daemon_sees_the_ssh_login_user_as_the_caller(
     client: Client, login_user: LoginUser, workdir: Path
 ) -> None:
