@@ -126,6 +126,21 @@ def test_a_wrong_key_fails_with_authentication_failed(
     assert_no_request(daemon, log_before)
 
 
+def test_a_key_without_forwarding_rights_is_refused_clearly(
+    client: Client, sshd: SSHServer, start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    daemon = start_daemon(SLEEPER)
+    key = tmp_path / "restricted"
+    sshd.authorize("root", "restrict " + keygen(key))
+
+    result = client.ssh("--endpoint", daemon.endpoint, "status", key=key)
+
+    assert result.returncode == 1
+    assert "sshd does not allow forwarding to unix sockets for root" in one_line(
+        result.stderr
+    )
+
+
 def test_a_missing_key_file_is_named(client: Client, tmp_path: Path) -> None:
     result = client.ssh("status", key=tmp_path / "absent")
 

@@ -54,6 +54,7 @@ from circusd.client.ssh.transport import (
 
 logger = logging.getLogger(__name__)
 
+OPEN_ADMINISTRATIVELY_PROHIBITED = 1  # RFC 4254, 5.1
 CLOSE_WAIT = 2.0  # seconds for paramiko's thread to end after close()
 
 
@@ -339,17 +340,29 @@ class SSHSession:
 
     def _refusal(self, endpoint: Endpoint, exc: paramiko.ChannelException) -> str:
         user = self._user()
+        server = f"the SSH server ({self.target})"
+        if exc.code == OPEN_ADMINISTRATIVELY_PROHIBITED:
+            setting = (
+                "AllowStreamLocalForwarding"
+                if endpoint.scheme == "ipc"
+                else ("AllowTcpForwarding")
+            )
+            return (
+                f"{server} does not allow forwarding for {user} ({setting}, "
+                "DisableForwarding, or a restrict/no-port-forwarding key option)"
+            )
+        # sshd answers "connect failed" for a forbidden forwarding too.
         if endpoint.scheme == "ipc":
             return (
-                f"the SSH server ({self.target}) could not connect to {endpoint.path} "
-                f"as {user}: the socket does not exist, nothing listens on it, "
-                f"{user} may not open it, or sshd forbids it "
-                "(AllowStreamLocalForwarding)"
+                f"{server} could not connect to {endpoint.path} as {user}: the "
+                f"socket does not exist, nothing listens on it, {user} may not "
+                "open it, or sshd does not allow forwarding to unix sockets for "
+                f"{user}"
             )
         return (
-            f"the SSH server ({self.target}) could not connect to "
-            f"{endpoint.host}:{endpoint.port} as {user} ({exc.text}): nothing "
-            "listens there, or sshd forbids it (AllowTcpForwarding)"
+            f"{server} could not connect to {endpoint.host}:{endpoint.port} as "
+            f"{user}: nothing listens there, or sshd does not allow TCP "
+            f"forwarding for {user}"
         )
 
     def _user(self) -> str:
