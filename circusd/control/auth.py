@@ -557,7 +557,15 @@ class Guard:
                 if exc.errno in (zmq.ETERM, zmq.ENOTSOCK):
                     return
                 raise
-            await self._zap.send_multipart(self.answer(request))
+            try:
+                reply = self.answer(request)
+            except Exception:
+                # Never leave a handshake waiting: the caller stays
+                # unidentified, so its requests are refused, not trusted.
+                log.exception("identifying a peer failed")
+                reply = [b"1.0", request[1] if len(request) > 1 else b"", b"200",
+                         b"OK", self.identities.user_id(UNIDENTIFIED), b""]  # fmt: skip
+            await self._zap.send_multipart(reply)
 
     def answer(self, request: list[bytes]) -> list[bytes]:
         if len(request) < 6 or request[0] != b"1.0":
