@@ -182,14 +182,15 @@ class Client:
         }
         return {**env, "HOME": str(self.home), **self.env, **extra}
 
-    def popen(self, *args: str, **kwargs: object) -> subprocess.Popen[str]:
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        """circusctl in the background, without a controlling terminal."""
         return subprocess.Popen(
             [str(CIRCUSCTL), *args],
             env=self.environment(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            **kwargs,  # type: ignore[call-overload]
+            start_new_session=True,
         )
 
     def run(self, *args: str, timeout: float = RUN_TIMEOUT) -> Result:
@@ -200,6 +201,7 @@ class Client:
             capture_output=True,
             text=True,
             timeout=timeout,
+            start_new_session=True,  # no terminal to ask a passphrase on
         )
         return Result(
             completed.returncode,

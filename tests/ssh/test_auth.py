@@ -120,6 +120,39 @@ def test_a_key_held_by_ssh_agent_is_used(
     assert (result.returncode, result.stdout, result.stderr) == (0, "sleeper\n", "")
 
 
+def test_an_encrypted_identity_file_held_by_the_agent_is_never_asked_for(
+    client: Client,
+    sshd: SSHServer,
+    agent: str,
+    tmp_path: Path,
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    daemon = start_daemon(SLEEPER)
+    key = tmp_path / "locked"
+    sshd.authorize("root", keygen(key, passphrase="open sesame"))
+    askpass = tmp_path / "askpass"
+    askpass.write_text("#!/bin/sh\necho 'open sesame'\n")
+    askpass.chmod(0o700)
+    subprocess.run(
+        ["ssh-add", "-q", str(key)],
+        env={**os.environ, "SSH_AUTH_SOCK": agent, "SSH_ASKPASS": str(askpass),
+             "SSH_ASKPASS_REQUIRE": "force"},
+        check=True, capture_output=True, start_new_session=True,
+    )  # fmt: skip
+    write_config(client, f"Host *\n  IdentityFile {key}\n")
+    client.env["SSH_AUTH_SOCK"] = agent
+
+    output = run_on_terminal(
+        client,
+        ["--ssh", client.target(), "--endpoint", daemon.endpoint, "list"],
+        prompt="passphrase",
+        answers=[],
+    )
+
+    assert "passphrase" not in output
+    assert output.rstrip().endswith("sleeper")
+
+
 def test_an_encrypted_key_file_without_a_terminal_says_to_use_the_agent(
     client: Client, sshd: SSHServer, tmp_path: Path
 ) -> None:
@@ -180,7 +213,9 @@ def run_on_terminal(
                     seen += os.read(controller, 4096).decode(errors="replace")
                 except OSError:  # the terminal closed: the process is done
                     break
-                if seen.count(prompt) > answered and answered < len(answers):
+                if seen.count(prompt) > len(answers):
+                    raise AssertionError(f"asked once more than expected: {seen!r}")
+                if seen.count(prompt) > answered:
                     os.write(controller, answers[answered].encode())
                     answered += 1
             elif process.poll() is not None:

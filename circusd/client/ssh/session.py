@@ -19,7 +19,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -37,7 +37,7 @@ from circusd.client.ssh.errors import (
     SSHUnreachable,
 )
 from circusd.client.ssh.hostkeys import check_host_key, known_keys, preferred_key_types
-from circusd.client.ssh.keys import AgentKeys, Identity, KeyRing
+from circusd.client.ssh.keys import AgentKeys, Identity, KeyRing, public_blob
 from circusd.client.ssh.target import (
     HostSettings,
     SSHTarget,
@@ -266,18 +266,28 @@ class SSHSession:
             tried.append(f"{identity.source} (more factors asked)")
         raise self._auth_failed(host, tried, "")
 
-    def _identities(self, host: HostSettings) -> list[Identity]:
+    def _identities(self, host: HostSettings) -> Iterator[Identity]:
+        """Keys to offer, each once, loading a key file only when its turn
+        comes and only if its public key has not been offered already."""
         keys = self.options.keys
-        candidates = keys.explicit()
+        offered: set[bytes] = set()
+        sources = [keys.explicit()]
         if not host.identities_only:
             agent = AgentKeys()
             self._agents.append(agent)
-            candidates += agent.identities()
-        candidates += keys.from_files(host.identity_files)
-        unique: dict[bytes, Identity] = {}
-        for identity in candidates:
-            unique.setdefault(identity.key.asbytes(), identity)
-        return list(unique.values())
+            sources.append(agent.identities())
+        for identities in sources:
+            for identity in identities:
+                if identity.key.asbytes() not in offered:
+                    offered.add(identity.key.asbytes())
+                    yield identity
+        for path in host.identity_files:
+            if public_blob(path) in offered:
+                continue
+            for identity in keys.from_files([path]):
+                if identity.key.asbytes() not in offered:
+                    offered.add(identity.key.asbytes())
+                    yield identity
 
     def _auth_failed(
         self, host: HostSettings, tried: list[str], extra: str
