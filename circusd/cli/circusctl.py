@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import zmq
@@ -35,16 +35,13 @@ from circusd.client import (
     connect_socket,
     subscribe,
 )
-from circusd.client.ssh import (
-    InvalidTarget,
-    KeyRing,
-    SSHError,
-    SSHOptions,
-    SSHSession,
-)
+from circusd.client.ssh import InvalidTarget, SSHError
 from circusd.config import values
 from circusd.config.options import WATCHER_OPTIONS
 from circusd.errors import ValueProblem
+
+if TYPE_CHECKING:
+    from circusd.client.ssh import SSHOptions, SSHSession
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -293,6 +290,8 @@ def cli(
         problem = remote.remote_endpoint_problem(host.endpoint or endpoint)
         if problem:
             raise Failure(problem, EXIT_USAGE)
+    from circusd.client.ssh import KeyRing, SSHOptions, SSHSession  # slow import
+
     options = SSHOptions(
         timeout=timeout,
         config_file=ssh_config,

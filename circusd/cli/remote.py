@@ -12,7 +12,7 @@ import getpass
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import zmq
@@ -20,15 +20,14 @@ import zmq
 from circusd.client.ssh import (
     InvalidTarget,
     KeyFileError,
-    KeyRing,
-    SSHOptions,
-    SSHSession,
     SSHTarget,
-    agent_blobs,
     load_config,
     parse_target,
     resolve_chain,
 )
+
+if TYPE_CHECKING:
+    from circusd.client.ssh import SSHOptions, SSHSession
 
 EXIT_FAILURE = 1
 STOP_WAIT = 2.0  # seconds given to the hosts' threads to unwind after Ctrl-C
@@ -155,7 +154,9 @@ def preload_keys(hosts: Sequence[Host], options: SSHOptions) -> None:
 
     A host whose config cannot be read is skipped: its session will report it.
     """
-    keys: KeyRing = options.keys
+    from circusd.client.ssh import agent_blobs
+
+    keys = options.keys
     paths: list[str] = []
     try:
         config = load_config(options.config_file)
@@ -173,7 +174,7 @@ def preload_keys(hosts: Sequence[Host], options: SSHOptions) -> None:
     keys.preload(paths, agent_blobs())
 
 
-RunHost = Callable[[Host, SSHSession, Output, "zmq.Context[Any]"], int]
+RunHost = Callable[[Host, "SSHSession", Output, "zmq.Context[Any]"], int]
 
 
 def fan_out(
@@ -187,6 +188,8 @@ def fan_out(
     Returns 0 if every host returned 0; the failing hosts' code if they all
     agree; 1 otherwise; ``interrupted_code`` after Ctrl-C.
     """
+    from circusd.client.ssh import SSHSession
+
     context: zmq.Context[Any] = zmq.Context()
     lock = threading.Lock()
     muted = threading.Event()

@@ -255,3 +255,16 @@ def test_the_installed_paramiko_is_in_the_range_ipc_forwarding_was_tested_on() -
     low, high = PARAMIKO_TESTED
 
     assert low <= paramiko_version()[:2] < high
+
+
+def test_circusctl_without_ssh_does_not_import_paramiko() -> None:
+    """paramiko takes about 0.2 s to import: only --ssh should pay for it."""
+    import subprocess
+    import sys
+
+    probe = "import sys, circusd.cli.circusctl; print('paramiko' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30
+    )
+
+    assert (result.stdout, result.stderr) == ("False\n", "")

@@ -1,7 +1,16 @@
 """circusctl over SSH: one paramiko connection per host carries the ZeroMQ
 connections to the daemon's tcp and ipc endpoints, with known_hosts
 checking and no local TCP listener. See docs/remote.md.
+
+The errors and ``parse_target`` are light; everything that needs paramiko
+(which takes a fifth of a second to import) is loaded on first use, so that
+circusctl without ``--ssh`` starts as fast as before.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from circusd.client.ssh.errors import (
     AuthenticationFailed,
@@ -13,8 +22,6 @@ from circusd.client.ssh.errors import (
     SSHError,
     SSHUnreachable,
 )
-from circusd.client.ssh.keys import KeyRing, PassphrasePrompt, agent_blobs
-from circusd.client.ssh.session import SSHOptions, SSHSession
 from circusd.client.ssh.target import (
     HostSettings,
     SSHTarget,
@@ -23,6 +30,26 @@ from circusd.client.ssh.target import (
     resolve,
     resolve_chain,
 )
+
+if TYPE_CHECKING:
+    from circusd.client.ssh.keys import KeyRing, PassphrasePrompt, agent_blobs
+    from circusd.client.ssh.session import SSHOptions, SSHSession
+
+_LAZY = {
+    "KeyRing": "circusd.client.ssh.keys",
+    "PassphrasePrompt": "circusd.client.ssh.keys",
+    "agent_blobs": "circusd.client.ssh.keys",
+    "SSHOptions": "circusd.client.ssh.session",
+    "SSHSession": "circusd.client.ssh.session",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "AuthenticationFailed",

@@ -12,10 +12,12 @@ from __future__ import annotations
 import getpass
 import os
 from dataclasses import dataclass
-
-import paramiko
+from typing import TYPE_CHECKING
 
 from circusd.client.ssh.errors import InvalidTarget
+
+if TYPE_CHECKING:
+    import paramiko
 
 SSH_PORT = 22
 DEFAULT_IDENTITIES = ("id_rsa", "id_ecdsa", "id_ed25519")
@@ -105,6 +107,8 @@ def load_config(path: str | None) -> paramiko.SSHConfig:
 
     An explicit ``path`` that cannot be read raises InvalidTarget.
     """
+    import paramiko  # only here: it is slow to import
+
     config = paramiko.SSHConfig()
     chosen = os.path.expanduser(path or "~/.ssh/config")
     try:
