@@ -147,7 +147,11 @@ class Daemon:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         become_subreaper()
-        self.bind_all()
+        try:
+            self.bind_all()
+        except BaseException:
+            self._abort()
+            raise
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             loop.add_signal_handler(signum, self._on_stop_signal, signum)
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
@@ -288,6 +292,18 @@ class Daemon:
         ):
             if watcher.config.autostart or watcher.is_running():
                 await watcher.restart()
+
+    def _abort(self) -> None:
+        """Binding failed: release what was bound, and only our own files."""
+        arbiter = getattr(self, "arbiter", None)
+        if arbiter is not None:
+            for sock in arbiter.sockets.values():
+                sock.close()
+        self.context.destroy(linger=0)  # every ZeroMQ socket, the ZAP one too
+        for path in self._ipc_paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        self.systemd.close()
 
     def _close(self) -> None:
         if self.arbiter.publisher is not None:

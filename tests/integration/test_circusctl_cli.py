@@ -574,14 +574,6 @@ def test_version() -> None:
     assert (result.returncode, result.stdout) == (0, "circusctl (circusd) 0.1.0\n")
 
 
-@pytest.mark.parametrize("args", [("--ssh", "me@host"), ("--ssh_keyfile", "/k")])
-def test_ssh_is_not_available_yet(args: tuple[str, ...]) -> None:
-    result = circusctl(*args, "status")
-
-    assert result.returncode == 2
-    assert result.stderr == "circusctl: error: ssh support is not available yet\n"
-
-
 @pytest.mark.parametrize("mode", [(), ("--json",)])
 def test_stopped_daemon_is_reported_within_the_timeout(
     own_peer: Peer, mode: tuple[str, ...]
