@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -169,9 +170,14 @@ def test_listen_on_two_hosts_prints_both_streams(
     for _ in fleet:
         assert "listening on" in listener.stderr.readline()
 
-    for daemon in fleet:
-        daemon.ok("incr", name="sleeper")
-    out, _ = listener.communicate(timeout=30)
+    # A subscriber misses what is published before its subscription has
+    # reached the daemon, so keep making events until it has seen enough.
+    deadline = time.monotonic() + 30
+    while listener.poll() is None and time.monotonic() < deadline:
+        for daemon in fleet:
+            daemon.ok("incr", name="sleeper", waiting=True)
+            daemon.ok("decr", name="sleeper", waiting=True)
+    out, _ = listener.communicate(timeout=10)
 
     assert listener.returncode == 0
     for daemon in fleet:

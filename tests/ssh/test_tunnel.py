@@ -81,8 +81,13 @@ def test_listen_through_ssh_prints_the_daemons_events(
     assert listener.stderr is not None
     assert "listening on" in listener.stderr.readline()  # subscribed by now
 
-    daemon.ok("decr", name="sleeper")
-    out, _ = listener.communicate(timeout=30)
+    # A subscriber misses what is published before its subscription has
+    # reached the daemon, so keep making events until it has seen one.
+    deadline = time.monotonic() + 30
+    while listener.poll() is None and time.monotonic() < deadline:
+        daemon.ok("decr", name="sleeper", waiting=True)
+        daemon.ok("incr", name="sleeper", waiting=True)
+    out, _ = listener.communicate(timeout=10)
 
     assert listener.returncode == 0
     assert " watcher.sleeper." in out

@@ -15,6 +15,7 @@ outlives the process (threads are daemon threads, the bridge has no file).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -156,8 +157,11 @@ class SSHSession:
 
     def _close_transports(self) -> None:
         for transport in reversed(self._transports):
+            # paramiko's reader thread polls with a 0.1 s timeout; shutting the
+            # socket down wakes it at once, so close() need not wait for it.
+            with contextlib.suppress(OSError, AttributeError):
+                transport.sock.shutdown(socket.SHUT_RDWR)
             transport.close()
-            # close() may return before paramiko's reader thread has ended.
             if transport.is_alive() and transport is not threading.current_thread():
                 transport.join(CLOSE_WAIT)
         self._transports = []
