@@ -263,13 +263,22 @@ def table(
     load = about.get("load", {})
     lines.append(
         f"machine: {about['nproc']} CPUs ({about['cpu_model']}), Linux "
-        f"{about['kernel']}, Python {about['python']}; load average "
-        f"{_loads(load.get('loadavg_before'))} before, "
-        f"{_loads((load.get('loadavg_after_each_round') or [None])[-1])} after; "
-        f"all CPUs {load.get('busy_percent_of_all_cpus', 0):.0f} % busy during the run"
+        f"{about['kernel']}, Python {about['python']}"
     )
-    if "circusd_source" in about:
-        lines.append(f"circusd: {about['circusd_source']}")
+    lines.append(
+        f"load: load average {_loads(load.get('loadavg_before'))} before, "
+        f"{_loads((load.get('loadavg_after_each_round') or [None])[-1])} after; "
+        f"all CPUs {load.get('busy_percent_of_all_cpus', 0):.0f} % busy during the "
+        "run (the harness and the daemons included)"
+    )
+    versions = about.get("versions", {})
+    lines.append(
+        "; ".join(
+            f"{name}: {about['circusd_source'] if name == 'circusd' else version}"
+            for name, version in versions.items()
+            if name != FLOOR
+        )
+    )
     return "\n".join(lines)
 
 
