@@ -65,6 +65,3 @@ class Hooks:
             return False
         watcher.publish("hook_success", name=name)
         return True
-
-    def has(self, name: str) -> bool:
-        return name in self._hooks

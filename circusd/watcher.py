@@ -15,7 +15,6 @@ import os
 import random
 import signal
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from circusd import process as proc
@@ -35,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KILL_WAIT = 5.0  # how long to wait for SIGKILLed processes to vanish
+SPAWN_RETRY_FLOOR = 0.1  # a failed spawn is never retried faster, even the first
 
 
 class State(enum.StrEnum):
@@ -383,9 +383,9 @@ class Watcher:
             "spawn failed watcher=%s reason=%r retry_in=%.2fs",
             self.name,
             reason,
-            max(delay, proc_retry_floor()),
+            max(delay, SPAWN_RETRY_FLOOR),
         )
-        self._schedule_fill(max(delay, proc_retry_floor()))
+        self._schedule_fill(max(delay, SPAWN_RETRY_FLOOR))
 
     def _give_up(self, reason: str) -> None:
         self.reason = reason
@@ -573,14 +573,6 @@ class Watcher:
     def status(self) -> str:
         return self.state.value
 
-    def info(self) -> Mapping[str, Any]:
-        return {
-            "name": self.name,
-            "status": self.status(),
-            "pids": self.pids,
-            "reason": self.reason,
-        }
-
     async def close(self) -> None:
         """Stop for good (``rm``) and release files."""
         async with self.lock:
@@ -595,8 +587,3 @@ def _needs_no_restart(old: WatcherConfig, new: WatcherConfig) -> bool:
         if option.restarts and getattr(old, name) != getattr(new, name):
             return False
     return old.rlimits == new.rlimits and old.hooks == new.hooks
-
-
-def proc_retry_floor() -> float:
-    """Spawn failures are never retried faster than this, even the first one."""
-    return 0.1
