@@ -456,13 +456,16 @@ def test_on_demand_watcher_starts_at_the_first_connection(start_daemon):
 def test_over_long_ipc_path_is_refused_at_once(start_daemon, workdir):
     long_path = f"{workdir}/{'a' * 110}.sock"
     started = time.monotonic()
-    daemon = start_daemon(f"""
+    daemon = start_daemon(
+        f"""
         [circus]
         endpoint = ipc://{long_path}
 
         [watcher:w]
         cmd = sleep 300
-        """, ready=False)
+        """,
+        ready=False,
+    )
     assert daemon.wait_exit(5) == 78
     assert time.monotonic() - started < 2
     assert "107" in daemon.output() and long_path in daemon.output()

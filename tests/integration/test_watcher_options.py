@@ -56,8 +56,9 @@ def test_add_start_and_rm(start_daemon):
         cmd = sleep 300
         """)
     sub = events(daemon, "watcher.extra.")
-    reply = daemon.ok("add", name="extra", cmd="sleep", args=["301"], start=True,
-                      waiting=True)
+    reply = daemon.ok(
+        "add", name="extra", cmd="sleep", args=["301"], start=True, waiting=True
+    )
     assert len(reply["started"]) == 1
     assert daemon.ok("status", name="extra")["status"] == "active"
     daemon.ok("rm", name="extra", waiting=True)
@@ -67,8 +68,9 @@ def test_add_start_and_rm(start_daemon):
         seen.append(sub.recv_multipart()[0].decode())
     sub.close()
     assert seen[0] == "watcher.extra.add"
-    assert {"watcher.extra.spawn", "watcher.extra.reap",
-            "watcher.extra.remove"} <= set(seen)
+    assert {"watcher.extra.spawn", "watcher.extra.reap", "watcher.extra.remove"} <= set(
+        seen
+    )
 
 
 def test_set_cmd_restarts_with_the_new_command(start_daemon):
@@ -131,8 +133,10 @@ def test_no_respawn_and_no_autostart(start_daemon):
         autostart = False
         """)
     assert daemon.ok("status", name="later")["status"] == "stopped"
-    wait_for(lambda: daemon.ok("status", name="once")["status"] == "stopped",
-             what="one-shot watcher to stop")
+    wait_for(
+        lambda: daemon.ok("status", name="once")["status"] == "stopped",
+        what="one-shot watcher to stop",
+    )
     assert daemon.pids("once") == []
     daemon.ok("start", name="later", waiting=True)
     assert len(daemon.pids("later")) == 1
@@ -183,13 +187,17 @@ def test_config_file_hooks_are_called(start_daemon, workdir):
         "def record(watcher, arbiter, hook_name, **kw):\n"
         f"    with open({str(marker)!r}, 'a') as f:\n"
         "        f.write(json.dumps([hook_name, watcher.name]) + '\\n')\n"
-        "    return True\n")
-    daemon = start_daemon("""
+        "    return True\n"
+    )
+    daemon = start_daemon(
+        """
         [watcher:w]
         cmd = sleep 300
         hooks.before_start = myhooks.record
         hooks.after_spawn = myhooks.record
-        """, env={"PYTHONPATH": str(workdir)})
+        """,
+        env={"PYTHONPATH": str(workdir)},
+    )
     daemon.ok("stop", name="w", waiting=True)
     calls = [json.loads(line) for line in marker.read_text().splitlines()]
     assert calls[:2] == [["before_start", "w"], ["after_spawn", "w"]]
@@ -218,8 +226,9 @@ def test_kill_one_process_gets_it_replaced(start_daemon):
         """)
     victim, survivor = daemon.pids("w")
     daemon.ok("kill", name="w", pid=victim, signum="KILL", waiting=True)
-    pids = wait_for(lambda: (p := daemon.pids("w")) and len(p) == 2 and p,
-                    what="replacement")
+    pids = wait_for(
+        lambda: (p := daemon.pids("w")) and len(p) == 2 and p, what="replacement"
+    )
     assert victim not in pids and survivor in pids
 
 
