@@ -432,7 +432,9 @@ def test_watchdog_restarts_a_wedged_daemon(container):
 
 def test_stop_leaves_no_watcher_process(container):
     container.systemctl("restart", "circusd")
-    wait_until(lambda: len(marked_processes()) == 3, 10, "three watcher processes")
+    # Two sleepers and the graceful shell; the shell's own short `sleep`
+    # children carry the mark too and come and go, so: at least three.
+    wait_until(lambda: len(marked_processes()) >= 3, 10, "three watcher processes")
     container.run("rm", "-f", "/var/lib/circusd-test/graceful")
     container.systemctl("stop", "circusd")
     assert marked_processes() == []
