@@ -124,6 +124,19 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def write_config(directory: Path, ini: str) -> Path:
+    """The config, with ipc endpoints in ``directory`` unless it sets its own."""
+    text = textwrap.dedent(ini).replace("{dir}", str(directory))
+    if "[circus]" not in text:
+        text = (
+            f"[circus]\nendpoint = ipc://{directory}/ctl.sock\n"
+            f"pubsub_endpoint = ipc://{directory}/pub.sock\n\n{text}"
+        )
+    config = directory / "circus.ini"
+    config.write_text(text)
+    return config
+
+
 @pytest.fixture
 def workdir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="cd-", dir="/tmp"))
@@ -143,14 +156,7 @@ def start_daemon(workdir: Path) -> Iterator[Callable[..., Daemon]]:
         args: tuple[str, ...] = (),
         ready: bool = True,
     ) -> Daemon:
-        text = textwrap.dedent(ini).replace("{dir}", str(workdir))
-        if "[circus]" not in text:
-            text = (
-                f"[circus]\nendpoint = ipc://{workdir}/ctl.sock\n"
-                f"pubsub_endpoint = ipc://{workdir}/pub.sock\n\n{text}"
-            )
-        config = workdir / "circus.ini"
-        config.write_text(text)
+        config = write_config(workdir, ini)
         notify_path = workdir / "notify.sock"
         with contextlib.suppress(FileNotFoundError):
             notify_path.unlink()

@@ -29,7 +29,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import READY_TIMEOUT, Daemon
+from tests.conftest import READY_TIMEOUT, Daemon, write_config
 
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
@@ -280,12 +280,7 @@ def start_fleet() -> Iterator[Callable[[int, str], list[Daemon]]]:
 def _launch(ini: str) -> Daemon:
     directory = Path(tempfile.mkdtemp(prefix="cdf-", dir="/tmp"))
     directory.chmod(0o755)
-    config = directory / "circus.ini"
-    config.write_text(
-        f"[circus]\nendpoint = ipc://{directory}/ctl.sock\n"
-        f"pubsub_endpoint = ipc://{directory}/pub.sock\n\n"
-        + textwrap.dedent(ini).replace("{dir}", str(directory))
-    )
+    config = write_config(directory, ini)
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(directory / "notify.sock"))
     log = directory / "circusd.log"

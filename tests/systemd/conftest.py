@@ -12,7 +12,6 @@ import socket
 import struct
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, call
+from tests.conftest import REPO, call, write_config
 
 CIRCUSD = [sys.executable, "-m", "circusd.cli.daemon"]
 UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
@@ -125,19 +124,6 @@ class Run:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
-
-
-def write_config(directory: Path, ini: str) -> Path:
-    """The config, with ipc endpoints in ``directory`` unless it sets its own."""
-    text = textwrap.dedent(ini).replace("{dir}", str(directory))
-    if "[circus]" not in text:
-        text = (
-            f"[circus]\nendpoint = ipc://{directory}/ctl.sock\n"
-            f"pubsub_endpoint = ipc://{directory}/pub.sock\n\n{text}"
-        )
-    config = directory / "circus.ini"
-    config.write_text(text)
-    return config
 
 
 @pytest.fixture
