@@ -8,15 +8,17 @@ import os
 import resource
 import shlex
 import shutil
+import signal
+import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from circusd.config.interpolate import spawn_text
 from circusd.config.model import WatcherConfig
-from circusd.config.options import CAPABILITY_NAMES, watcher_options_dict
+from circusd.config.options import watcher_options_dict
 from circusd.errors import SpawnError, ValueProblem
 from circusd.users import KEEP, Identity, enter_problem, user_environment
 
@@ -126,72 +128,77 @@ def _listdir(path: str) -> list[str]:
         return []
 
 
-def _needs_preexec(config: WatcherConfig) -> bool:
-    return bool(
-        config.rlimits
-        or config.no_new_privs
-        or config.pdeathsig is not None
-        or config.capability_bounding_set is not None
-    )
+def _tool(name: str) -> str | None:
+    return shutil.which(name, path="/usr/bin:/bin:/usr/sbin:/sbin")
 
 
-def _preexec(config: WatcherConfig, identity: Identity, cwd: str) -> Callable[[], None]:
-    """The one place Python runs between fork and exec: only for the steps
-    CPython's subprocess cannot do (rlimits, the prctl settings).
+# util-linux's prlimit and setpriv set up what CPython's subprocess cannot
+# without forking the whole daemon: its vfork path allows cwd, umask and a new
+# session, but not a change of identity, limits or prctl settings. The child
+# execs prlimit (rlimits, still as root), which execs setpriv (bounding set,
+# groups, gid, uid, then no_new_privs and the parent-death signal, in that
+# order), which execs the program. No Python runs in the child, and the
+# daemon's share of a spawn stays that of a plain one.
+PRLIMIT = _tool("prlimit")
+SETPRIV = _tool("setpriv")
 
-    CPython changes the uid before it calls preexec_fn, and rlimits must be
-    set while still root (a user may not raise its hard limits), so on this
-    path the identity change is done here too: rlimits, the capability
-    bounding set (needs CAP_SETPCAP, so before the uid), groups, gid, uid,
-    then the working directory again as the user, no_new_privs and the
-    parent-death signal (a uid change would clear it). circusd's event loop
-    is its only Python thread, which is what makes this safe enough.
-    """
-    import _prctl  # python-prctl
 
-    pairs = [
-        (getattr(resource, "RLIMIT_" + name.upper()), soft, hard)
-        for name, (soft, hard) in config.rlimits.items()
-    ]
-    drop: list[int] = []
-    if config.capability_bounding_set is not None:
-        keep = set(config.capability_bounding_set)
-        drop = [
-            number
-            for number, name in enumerate(CAPABILITY_NAMES[: _last_capability() + 1])
-            if name not in keep
+def _setup_argv(config: WatcherConfig, identity: Identity) -> list[str]:
+    """The prlimit and setpriv words to put before the program, if any."""
+    words: list[str] = []
+    if config.rlimits:
+        words += [
+            _require(PRLIMIT, "prlimit", "rlimit_*"),
+            *(
+                f"--{name}={_limit(soft)}:{_limit(hard)}"
+                for name, (soft, hard) in sorted(config.rlimits.items())
+            ),
+            "--",
         ]
-    parent = os.getpid()
-    pdeathsig = config.pdeathsig
+    steps: list[str] = []
+    if config.capability_bounding_set is not None:
+        keep = ("+" + name for name in config.capability_bounding_set)
+        steps.append(",".join(["--bounding-set=-all", *keep]))
+    if identity.groups is not None:
+        groups = ",".join(map(str, identity.groups))
+        steps.append(f"--groups={groups}" if groups else "--clear-groups")
+    if identity.gid is not None:
+        steps.append(f"--regid={identity.gid}")
+    if identity.uid is not None:
+        steps.append(f"--reuid={identity.uid}")
+    if config.no_new_privs:
+        steps.append("--no-new-privs")
+    if config.pdeathsig is not None:
+        steps.append(f"--pdeathsig={signal.Signals(config.pdeathsig).name}")
+    if steps:
+        words += [
+            _require(SETPRIV, "setpriv", "uid, gid and the prctl options"),
+            *steps,
+            "--",
+        ]
+    return words
 
-    def apply() -> None:
-        for which, soft, hard in pairs:
-            resource.setrlimit(which, (soft, hard))
-        for number in drop:
-            _prctl.prctl(_prctl.PR_CAPBSET_DROP, number)
-        if identity.groups is not None:
-            os.setgroups(list(identity.groups))
-        if identity.gid is not None:
-            os.setresgid(identity.gid, identity.gid, identity.gid)
-        if identity.uid is not None:
-            os.setresuid(identity.uid, identity.uid, identity.uid)
-            os.chdir(cwd)  # now with the user's own permissions
-        if config.no_new_privs:
-            _prctl.prctl(_prctl.PR_SET_NO_NEW_PRIVS, 1)
-        if pdeathsig is not None:
-            _prctl.prctl(_prctl.PR_SET_PDEATHSIG, pdeathsig)
-            if os.getppid() != parent:  # circusd died before the call
-                os.kill(os.getpid(), pdeathsig)
 
-    return apply
+def _require(path: str | None, name: str, what: str) -> str:
+    if path is None:
+        raise SpawnError(f"{what} need util-linux's {name}, which is not installed")
+    return path
 
 
-def _last_capability() -> int:
+def _check_executable(program: str) -> None:
+    """Report a missing or non-executable program before the fork, as exec
+    would have; exec itself happens in setpriv or prlimit, which can only
+    print the reason and exit 126 or 127."""
     try:
-        with open("/proc/sys/kernel/cap_last_cap", encoding="ascii") as last:
-            return int(last.read())
-    except (OSError, ValueError):
-        return len(CAPABILITY_NAMES) - 1
+        mode = os.stat(program).st_mode
+    except OSError as exc:
+        raise SpawnError(
+            f"cannot execute {program}: {exc.strerror}", exc.errno
+        ) from None
+    if stat.S_ISDIR(mode) or not mode & 0o111:
+        raise SpawnError(
+            f"cannot execute {program}: {os.strerror(errno.EACCES)}", errno.EACCES
+        )
 
 
 def check_rlimits(limits: Mapping[str, tuple[int, int]]) -> None:
@@ -258,22 +265,19 @@ def spawn(request: SpawnRequest) -> Process:
             which = "working_dir" if config.working_dir else "circusd's directory"
             raise SpawnError(f"cannot start in {which} {cwd}: {problem}", errno.EACCES)
 
-    kwargs: dict[str, object] = {}
-    if _needs_preexec(config):
-        kwargs["preexec_fn"] = _preexec(config, identity, cwd)
-    else:
-        if identity.uid is not None:
-            kwargs["user"] = identity.uid
-        if identity.gid is not None:
-            kwargs["group"] = identity.gid
-        if identity.groups is not None:
-            kwargs["extra_groups"] = list(identity.groups)
+    setup = _setup_argv(config, identity)
+    if setup:
+        _check_executable(program)
+        # setpriv finds the program on PATH as exec would; an explicit
+        # `executable` takes argv[0]'s place (setpriv cannot set both).
+        argv = [*setup, config.executable or argv[0], *argv[1:]]
+        program = setup[0]
 
     stdin: int | None = subprocess.DEVNULL if config.close_child_stdin else None
     if request.stdin_fd is not None:
         stdin = request.stdin_fd
     try:
-        popen = subprocess.Popen(  # type: ignore[call-overload]  # noqa: S603
+        popen = subprocess.Popen(  # noqa: S603
             argv,
             executable=program,
             stdin=stdin,
@@ -285,7 +289,6 @@ def spawn(request: SpawnRequest) -> Process:
             pass_fds=tuple(request.socket_fds.values()),
             start_new_session=True,
             umask=config.umask if config.umask is not None else -1,
-            **kwargs,  # type: ignore[arg-type]
         )
     except OSError as exc:
         where = exc.filename or program

@@ -135,9 +135,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _run(config: object, pidfile: str | None) -> int:
+    from circusd.capabilities import drop_unneeded
     from circusd.daemon import Daemon
 
     try:
+        drop_unneeded()
         if pidfile:
             write_pidfile(pidfile)
         try:
@@ -146,6 +148,10 @@ def _run(config: object, pidfile: str | None) -> int:
             if pidfile:
                 with contextlib.suppress(OSError):
                     os.unlink(pidfile)
+    except ConfigError as exc:  # found while binding (endpoints, keys, owner)
+        log.error("cannot start: %s", exc)
+        print(f"circusd: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except CircusdError as exc:
         log.error("cannot start: %s", exc)
         print(f"circusd: error: {exc}", file=sys.stderr)

@@ -54,7 +54,8 @@ def test_uid_alone_gives_the_users_group_and_groups_only(
     assert ids(status, "Uid") == [owner.uid] * 4
     assert ids(status, "Gid") == [owner.gid] * 4
     assert sorted(ids(status, "Groups")) == sorted({owner.gid, owner.extra_gid})
-    wait_for(lambda: (out / "extra").exists() and (out / "root").exists())
+    wait_for(lambda: (out / "extra").read_text() if (out / "extra").exists() else "")
+    wait_for(lambda: (out / "root").read_text() if (out / "root").exists() else "")
     assert "Permission denied" in (out / "root").read_text()
     assert (out / "extra").read_text() == "ok\n"
 

@@ -80,7 +80,7 @@ def test_loopback_tcp_callers_are_known_by_uid(
     assert request_as("root", endpoint, "status", name="w")["status"] == "active"
 
 
-def test_tcp_beyond_loopback_needs_curve_or_an_explicit_insecure(start_daemon, workdir):
+def test_tcp_beyond_loopback_without_curve_is_a_config_error(start_daemon, workdir):
     port = free_port()
     daemon = start_daemon(
         f"""
@@ -93,7 +93,8 @@ def test_tcp_beyond_loopback_needs_curve_or_an_explicit_insecure(start_daemon, w
         """,
         ready=False,
     )
-    assert daemon.wait_exit(10) != 0
+    assert daemon.wait_exit(10) == 78  # a config error: systemd does not retry
+    assert "configuration error" in daemon.output()
     assert "insecure_tcp" in daemon.output()
     assert f"tcp://0.0.0.0:{port}" in daemon.output()
 
