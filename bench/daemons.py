@@ -49,10 +49,25 @@ class Program:
     processes: int
     autostart: bool = True
     stdout: Path | None = None  # a file, or None for "discard"
+    user: str | None = None  # run as this user, its group and a file limit
 
 
-def sleepers(processes: int, name: str = "sleeper") -> list[Program]:
-    return [Program(name, (SLEEP, "600"), max(processes, 1), autostart=processes > 0)]
+# `start_as`: who the processes run as, and the one limit they get.
+AS_USER, AS_GROUP, AS_NOFILE = "nobody", "nogroup", 1024
+
+
+def sleepers(
+    processes: int, name: str = "sleeper", user: str | None = None
+) -> list[Program]:
+    return [
+        Program(
+            name,
+            (SLEEP, "600"),
+            max(processes, 1),
+            autostart=processes > 0,
+            user=user,
+        )
+    ]
 
 
 class Daemon:
@@ -231,6 +246,13 @@ class CircusDaemon(Daemon):
                 f"autostart = {str(program.autostart).lower()}",
                 "graceful_timeout = 5",
             ]
+            if program.user is not None:
+                lines += [
+                    f"uid = {program.user}",
+                    f"gid = {AS_GROUP}",
+                    f"rlimit_nofile = {AS_NOFILE}",
+                    "working_dir = /",  # the harness's directory is private
+                ]
             if program.stdout is not None:
                 lines += [
                     "stdout_stream.class = FileStream",
@@ -278,6 +300,7 @@ class FloorDaemon(CircusDaemon):
     kind = "floor"
     has_events = False
     scenarios = frozenset({"respawn", "start", "status", "cli", "rss", "stop"})
+    # start_as: a floor would be CPython's fork path, which circusd avoids.
 
     def render(self, programs: list[Program]) -> str:
         spec = {
@@ -362,6 +385,8 @@ class SupervisorDaemon(Daemon):
                 # One file, as the Circus FileStream writes: no rotation.
                 "stdout_logfile_maxbytes = 0\nstdout_logfile_backups = 0",
             ]
+            if program.user is not None:  # its group comes with it; no limits
+                lines += [f"user = {program.user}", "directory = /"]
         return "\n".join(lines) + "\n"
 
     def command(self) -> list[str]:

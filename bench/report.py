@@ -47,12 +47,14 @@ def rows(args: argparse.Namespace) -> list[Row]:
             Row("respawn after kill -9, p90 (ms)", cell, "latency_ms", "p90"),
             Row("respawn: spawn event, median (ms)", cell, "event_ms"),
         ]
-    if "start" in only:
-        found += [
-            Row(f"start {n} processes (s)", f"start.{n}", "seconds")
-            for n in args.start_sizes
-            if n > 0
-        ]
+    for scenario, who in (("start", ""), ("start_as", " as nobody, gid, nofile")):
+        if scenario in only:
+            for n in (n for n in args.start_sizes if n > 0):
+                cell = f"{scenario}.{n}"
+                found += [
+                    Row(f"start {n} processes{who} (s)", cell, "seconds"),
+                    Row(f"start {n} processes{who}: daemon CPU (s)", cell, "cpu_s"),
+                ]
     if "status" in only:
         for n in (n for n in args.status_sizes if n > 0):
             found.append(

@@ -37,6 +37,7 @@ REPO = HERE.parent
 SCENARIOS = (
     "respawn",
     "start",
+    "start_as",
     "status",
     "cli",
     "idle",
@@ -200,6 +201,15 @@ def plan(args: argparse.Namespace) -> list[Group]:
                 _fleet_measure(size, ordered, options),
             )
         )
+    if "start_as" in only:
+        for size in (n for n in args.start_sizes if n > 0):
+            groups.append(
+                Group(
+                    f"start_as with {size} processes",
+                    (f"start_as.{size}",),
+                    _start_as(size),
+                )
+            )
     if "output" in only:
         mb = args.output_mb
         groups.append(
@@ -219,6 +229,10 @@ def plan(args: argparse.Namespace) -> list[Group]:
             )
         )
     return groups
+
+
+def _start_as(size: int) -> Callable[[Daemon], scenarios.Cells]:
+    return lambda daemon: scenarios.start_as(daemon, size)
 
 
 def _fleet_measure(

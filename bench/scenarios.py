@@ -21,7 +21,7 @@ from typing import Any
 
 import procfs
 import zmq
-from daemons import SLEEP, Daemon, DaemonError, Program, sleepers
+from daemons import AS_USER, SLEEP, Daemon, DaemonError, Program, sleepers
 
 SLEEP_NAME = Path(SLEEP).name
 POLL_INTERVAL = 0.001  # seconds between two looks at /proc
@@ -192,7 +192,10 @@ def fleet(daemon: Daemon, processes: int, which: Iterable[str], sizes: Sizes) ->
     children = Children(daemon)
     all_running = children.wait_for(processes, timeout=max(60, processes / 5))
     if "start" in which:
-        cells[f"start.{processes}"] = {"seconds": all_running - launched}
+        cells[f"start.{processes}"] = {
+            "seconds": all_running - launched,
+            "cpu_s": procfs.cpu_seconds(daemon.pid),
+        }
     daemon.wait_ready()
     time.sleep(sizes.rest)  # let the daemon finish whatever follows the last spawn
 
@@ -215,6 +218,19 @@ def fleet(daemon: Daemon, processes: int, which: Iterable[str], sizes: Sizes) ->
         except Exception as error:
             cells[f"{scenario}.{processes}"] = {"error": error_text(error)}
     return cells
+
+
+def start_as(daemon: Daemon, processes: int) -> Cells:
+    """`start`, with every process as another user, its groups and a limit.
+
+    circusd and Circus: uid, gid and rlimit_nofile; supervisor: user (it
+    sets no limits). Compare with `start` of the same size.
+    """
+    launched = time.perf_counter()
+    daemon.start(sleepers(processes, user=AS_USER))
+    running = Children(daemon).wait_for(processes, timeout=max(60, processes / 5))
+    cpu = procfs.cpu_seconds(daemon.pid)
+    return {f"start_as.{processes}": {"seconds": running - launched, "cpu_s": cpu}}
 
 
 def _check_count(daemon: Daemon, children: Children, processes: int) -> None:
