@@ -27,6 +27,7 @@ from circusd.cli import remote, render
 from circusd.client import (
     DEFAULT_ENDPOINT,
     CallError,
+    CallTimeout,
     CircusClient,
     Connector,
     DaemonUnreachable,
@@ -120,6 +121,7 @@ class Settings:
     context: zmq.Context[Any] | None = None
     output: remote.Output = field(default_factory=remote.Output)
     session: SSHSession | None = None
+    hint: str | None = None  # said after a timeout
     _client: CircusClient | None = field(default=None, repr=False)
 
     def client(self) -> CircusClient:
@@ -149,6 +151,8 @@ class Settings:
         problem = self.session.problem() if self.session is not None else None
         if problem and isinstance(exc, DaemonUnreachable):
             return f"{exc}; {problem}"
+        if self.hint and isinstance(exc, CallTimeout):
+            return f"{exc}; {self.hint}"
         return str(exc)
 
 
@@ -253,6 +257,20 @@ def usage_error(message: str) -> NoReturn:
     "~/.ssh/known_hosts, as OpenSSH's StrictHostKeyChecking=accept-new; a "
     "changed key is still refused.",
 )
+@option(
+    "--curve-server-key",
+    envvar="CIRCUSCTL_CURVE_SERVER_KEY",
+    metavar="PATH",
+    help="The daemon's public CURVE certificate, for a tcp endpoint beyond "
+    "loopback (with --curve-key). Also read from CIRCUSCTL_CURVE_SERVER_KEY.",
+)
+@option(
+    "--curve-key",
+    envvar="CIRCUSCTL_CURVE_KEY",
+    metavar="PATH",
+    help="Your CURVE certificate with its secret key (mode 0600); the daemon "
+    "knows you by its public half. Also read from CIRCUSCTL_CURVE_KEY.",
+)
 @click.version_option(
     __version__, "--version", message="circusctl (circusd) %(version)s"
 )
@@ -268,6 +286,8 @@ def cli(
     ssh_keyfile: str | None,
     ssh_config: str | None,
     ssh_accept_new: bool,
+    curve_server_key: str | None,
+    curve_key: str | None,
 ) -> None:
     """Control a running circusd daemon (or Circus 0.19).
 
@@ -278,6 +298,8 @@ def cli(
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
         ctx.exit(EXIT_OK)
+    if curve_server_key or curve_key:
+        _use_curve(settings, curve_server_key, curve_key, bool(ssh or ssh_hosts))
     if not ssh and ssh_hosts is None:
         if ssh_keyfile or ssh_config or ssh_accept_new:
             usage_error("--ssh-keyfile, --ssh-config and --ssh-accept-new need --ssh")
@@ -310,6 +332,26 @@ def cli(
         settings.session = session
         return
     ctx.exit(_fan_out(ctx, settings, hosts, options))
+
+
+def _use_curve(
+    settings: Settings, server_key: str | None, key: str | None, ssh: bool
+) -> None:
+    if not (server_key and key):
+        usage_error("--curve-server-key and --curve-key go together")
+    if ssh:
+        usage_error(
+            "--curve-* and --ssh exclude each other (over SSH the daemon "
+            "knows you by your login)"
+        )
+    from circusd.client import curve
+
+    try:
+        keys = curve.load_keys(server_key, key)
+    except CallError as exc:
+        raise Failure(str(exc), EXIT_USAGE) from None
+    settings.connect = curve.connector(keys)
+    settings.hint = curve.HINT
 
 
 def _fan_out(

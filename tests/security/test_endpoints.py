@@ -7,6 +7,8 @@ import json
 import os
 import socket
 import stat
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -133,17 +135,17 @@ def curve_request(endpoint, server_public, keys, timeout=3.0):
         sock.close()
 
 
-def test_curve_known_key_unknown_key_and_plain_client(
-    start_daemon, workdir: Path, owner: ServiceUser
-):
+@pytest.fixture
+def curve_daemon(start_daemon, workdir: Path, owner: ServiceUser):
+    """circusd on loopback tcp with CURVE; the owner's key is known to it."""
     keys = workdir / "keys"
     keys.mkdir()
-    server_public, server_secret_file = zmq.auth.create_certificates(workdir, "server")
+    _, server_secret_file = zmq.auth.create_certificates(workdir, "server")
     Path(server_secret_file).chmod(0o600)
-    zmq.auth.create_certificates(workdir / "keys", owner.name)
-    client_keys = zmq.auth.load_certificate(keys / f"{owner.name}.key_secret")
-    (keys / f"{owner.name}.key_secret").unlink()  # only public keys stay there
-    stranger = zmq.curve_keypair()
+    _, client_secret_file = zmq.auth.create_certificates(keys, owner.name)
+    moved = workdir / "client.key_secret"  # only public keys stay in keys/
+    Path(client_secret_file).rename(moved)
+    moved.chmod(0o600)
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     daemon = start_daemon(f"""
         [circus]
@@ -156,7 +158,16 @@ def test_curve_known_key_unknown_key_and_plain_client(
         [watcher:w]
         cmd = sleep 300
         """)
-    public = zmq.auth.load_certificate(server_secret_file)[0]
+    daemon.extra.update(endpoint=endpoint, client=moved, server=workdir / "server.key")
+    return daemon
+
+
+def test_curve_known_key_unknown_key_and_plain_client(curve_daemon, owner):
+    daemon = curve_daemon
+    endpoint = daemon.extra["endpoint"]
+    client_keys = zmq.auth.load_certificate(daemon.extra["client"])
+    stranger = zmq.curve_keypair()
+    public = zmq.auth.load_certificate(daemon.extra["server"])[0]
 
     known = curve_request(endpoint, public, client_keys)
     assert known is not None and known["status"] == "ok"
@@ -280,3 +291,33 @@ def test_control_socket_directory_others_can_write_is_refused(workdir: Path):
     assert result.returncode != 0
     assert "lets other users replace the socket" in result.stderr
     assert not (open_dir / "ctl.sock").exists()
+
+
+def circusctl(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "circusd.cli.circusctl", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_circusctl_speaks_curve_with_its_key_and_says_why_a_stranger_gets_no_answer(
+    curve_daemon, workdir
+):
+    endpoint = curve_daemon.extra["endpoint"]
+    server, client = curve_daemon.extra["server"], curve_daemon.extra["client"]
+    base = ("--endpoint", endpoint, "--curve-server-key", str(server))
+
+    done = circusctl(*base, "--curve-key", str(client), "status")
+    assert done.returncode == 0, done.stderr
+    assert "w" in done.stdout and "active" in done.stdout
+
+    _, stranger = zmq.auth.create_certificates(workdir, "stranger")
+    Path(stranger).chmod(0o600)
+    done = circusctl(*base, "--curve-key", stranger, "--timeout", "1", "status")
+    assert done.returncode == 1
+    assert "curve_keys_dir" in done.stderr and len(done.stderr.splitlines()) == 1
+
+    done = circusctl(*base, "status")
+    assert done.returncode == 2 and "go together" in done.stderr
