@@ -200,7 +200,6 @@ class PackageBox(Container):
         self.accounts = {path: self.read(path) for path in ACCOUNT_FILES}
 
 
-
 ACCOUNT_FILES = ("/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow")
 
 
@@ -286,6 +285,27 @@ def test_circusctl_status_as_root_as_group_member_and_refused_for_others(box):
     assert f"permission denied on {CONTROL}" in other.stderr
 
 
+COMPLETE = (
+    "source /usr/share/bash-completion/completions/circusctl; "
+    "COMP_WORDS=(circusctl {words}); COMP_CWORD={index}; "
+    "_circusctl_completion circusctl; printf '%s\\n' \"${{COMPREPLY[@]}}\""
+)
+
+
+def completions(box: PackageBox, *words: str) -> list[str]:
+    script = COMPLETE.format(words=" ".join(words), index=len(words))
+    return box.run("bash", "-c", script).stdout.split()
+
+
+def test_man_pages_and_bash_completion_are_installed(box):
+    for page, section in (("circusd", "8"), ("circusctl", "1")):
+        found = box.run("man", "-w", section, page).stdout.strip()
+        assert found == f"/usr/share/man/man{section}/{page}.{section}.gz"
+    assert "stop" in box.run("man", "-P", "cat", "circusctl").stdout
+    assert completions(box, "sta") == ["start", "stats", "status"]
+    assert "--endpoint" in completions(box, "--end")
+
+
 def test_watcher_dropped_into_conf_d_is_started_by_reload(box):
     main_pid = box.show("circusd", "MainPID")
     box.write("/etc/circus/conf.d/web.ini", WEB_INI)
@@ -357,10 +377,14 @@ def test_purge_leaves_only_the_operators_own_files(box):
     assert box.run("getent", "group", "circus", check=False).returncode == 2
     for path, content in box.accounts.items():
         assert box.read(path) == content, f"{path} differs from before the install"
+    # New in the container (not on the host) and still there; the upper
+    # layer also holds whiteouts, which mark files deleted in the container.
     left = {
         path
         for path in changed_paths(box.upper) - box.before
-        if not os.path.lexists("/" + path) and not path.startswith(VOLATILE)
+        if os.path.lexists(box.root / path)
+        and not os.path.lexists("/" + path)
+        and not path.startswith(VOLATILE)
     }
     # The files the test wrote as the operator, and the folders holding
     # them: dpkg keeps what is not the package's. No link, unit, conffile,
