@@ -119,16 +119,16 @@ def tagged(items: Iterable[tuple[str, str]]) -> list[str]:
 
 
 def _action_tag(action: argparse.Action) -> str:
+    # circusd's parser uses no tuple metavars: one word per value.
+    metavar = str(action.metavar or action.dest.upper())
     if not action.option_strings:
-        return f"\\fI{text(action.metavar or action.dest).upper()}\\fR"
+        return f"\\fI{text(metavar).upper()}\\fR"
     names = ", ".join(f"\\fB{text(name)}\\fR" for name in action.option_strings)
     if action.nargs == 0:
         return names
     if action.choices:
-        value = "|".join(str(choice) for choice in action.choices)
-    else:
-        value = action.metavar or action.dest.upper()
-    return f"{names} \\fI{text(str(value))}\\fR"
+        metavar = "|".join(str(choice) for choice in action.choices)
+    return f"{names} \\fI{text(metavar)}\\fR"
 
 
 def circusd_page() -> str:

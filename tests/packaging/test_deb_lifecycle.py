@@ -269,6 +269,9 @@ def test_control_socket_belongs_to_root_and_the_group_circus(box):
     assert int(group[2]) < 1000  # a system group
     stat = box.run("stat", "-c", "%U %G %a", CONTROL).stdout.split()
     assert stat == ["root", "circus", "660"]
+    # circusd.socket, for those who enable it, makes the same file.
+    assert box.show("circusd.socket", "SocketGroup") == "circus"
+    assert box.show("circusd.socket", "SocketMode") == "0660"
 
 
 def test_circusctl_status_as_root_as_group_member_and_refused_for_others(box):
