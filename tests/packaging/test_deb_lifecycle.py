@@ -346,12 +346,12 @@ def test_upgrade_keeps_the_config_and_restarts_every_watcher_gracefully(box):
     new = box.builds[1].version
     result = box.apt("install", box.debs[new])
     assert (
-        "circusd: restarting circusd.service for the new version: every watcher "
-        "is stopped and started again (README.Debian)"
+        "circusd: restarting circusd.service to run the version just installed: "
+        "every watcher is stopped and started again (README.Debian)"
     ) in result.stdout
-    assert "circusd: restarting circusd@extra.service for the new version" in (
-        result.stdout
-    )
+    assert (
+        "circusd: restarting circusd@extra.service to run the version just installed"
+    ) in result.stdout
     assert box.run("dpkg-query", "-W", "-f", "${Version}", "circusd").stdout == new
     assert box.read("/etc/circus/circusd.ini") == config
     assert box.read("/etc/circus/conf.d/web.ini") == WEB_INI.encode()
