@@ -23,6 +23,7 @@ help:
 	@echo "make test       run the test suite (PYTEST_ARGS='-k name' to narrow it)"
 	@echo "make lint       ruff check, ruff format --check, mypy circusd"
 	@echo "make bench      compare circusd, Circus and supervisor (BENCH_ARGS='--only respawn')"
+	@echo "make deb        build the Debian package into dist/ (docs/install.md)"
 	@echo "make clean      remove caches, example state and bench results"
 	@echo "make distclean  clean, then remove .venv and .peers"
 
@@ -74,6 +75,12 @@ lint: venv
 
 bench: venv peers
 	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
+
+# Debian's own tools and /usr/bin/python3 only, whatever PATH says
+# (packaging/build-deb sets PATH=/usr/sbin:/usr/bin:/sbin:/bin).
+.PHONY: deb
+deb:
+	packaging/build-deb --out dist
 
 clean:
 	rm -rf .pytest_cache .ruff_cache .mypy_cache build dist bench/results

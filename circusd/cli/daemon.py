@@ -22,7 +22,7 @@ EXIT_CONFIG = 78
 log = logging.getLogger("circusd")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="circusd", description="Run processes from a Circus config file."
     )
@@ -47,7 +47,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="detach from the terminal (not needed under systemd)",
     )
     parser.add_argument("--version", action="version", version=f"circusd {__version__}")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return make_parser().parse_args(argv)
 
 
 def setup_logging(level: str, output: str) -> None:

@@ -110,9 +110,11 @@ The `[circus]` section of the main file may name other files to read:
 Relative patterns and directories are taken from the main file's directory,
 not from the working directory. Matches are read in sorted order. Includes
 are not recursive: `include` in an included file is ignored with a warning.
-A pattern that matches nothing is logged as a warning. An included file can
-add sections and keys, but it can never change a key that is already set; a
-key it tries to change keeps its first value and a warning is logged.
+A pattern that matches nothing, or an `include_dir` directory that does not
+exist, is logged as a warning; an empty `include_dir` directory is not. An
+included file can add sections and keys, but it can never change a key that
+is already set; a key it tries to change keeps its first value and a warning
+is logged.
 
 ## Variables
 

@@ -264,15 +264,20 @@ def _included_files(
     if include is not None:
         patterns.extend(expand(include).split())
     include_dir = circus.entries.get("include_dir")
-    if include_dir is not None:
-        patterns.extend(
-            os.path.join(folder, "*.ini") for folder in expand(include_dir).split()
-        )
+    folders = expand(include_dir).split() if include_dir is not None else []
+    patterns.extend(os.path.join(folder, "*.ini") for folder in folders)
+    # An empty drop-in folder is normal (a fresh /etc/circus/conf.d); a
+    # missing one is worth a warning.
+    quiet = {
+        os.path.join(base, folder, "*.ini")
+        for folder in folders
+        if os.path.isdir(os.path.join(base, folder))
+    }
     for pattern in patterns:
         full = os.path.join(base, pattern)
         matches = sorted(
             os.path.abspath(match) for match in glob.glob(full) if os.path.isfile(match)
         )
-        if not matches:
+        if not matches and full not in quiet:
             log.warning("include matched no file pattern=%s base=%s", pattern, base)
         yield from matches

@@ -286,3 +286,14 @@ def test_include_patterns_can_be_expanded_by_the_caller(tmp_path: Path) -> None:
     write(tmp_path, "sub/a.ini", "[watcher:a]\ncmd = a\n")
     document = read(main, lambda entry: entry.value.replace("$(circus.env.D)", "sub"))
     assert "watcher:a" in document.sections
+
+
+def test_include_dir_that_is_empty_is_quiet_and_a_missing_one_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "conf.d").mkdir()
+    main = write(tmp_path, "main.ini", "[circus]\ninclude_dir = conf.d absent.d\n")
+    with caplog.at_level(logging.WARNING):
+        read(main)
+    assert "absent.d/*.ini" in caplog.text
+    assert "conf.d/*.ini" not in caplog.text
