@@ -36,6 +36,7 @@ from circusd.client import (
     connect_socket,
     subscribe,
 )
+from circusd.client.endpoints import PACKAGED_ENDPOINT, default_endpoint
 from circusd.client.ssh import InvalidTarget, SSHError
 from circusd.config import values
 from circusd.config.options import WATCHER_OPTIONS
@@ -206,12 +207,12 @@ def usage_error(message: str) -> NoReturn:
 @option(
     "--endpoint",
     envvar="CIRCUSCTL_ENDPOINT",
-    default=DEFAULT_ENDPOINT,
-    show_default=True,
     metavar="ENDPOINT",
     help="Control endpoint of the daemon: tcp://HOST:PORT or ipc://PATH (a "
     "relative PATH is taken from the current directory). Also read from "
-    "CIRCUSCTL_ENDPOINT.",
+    f"CIRCUSCTL_ENDPOINT. Default: {PACKAGED_ENDPOINT} (the packaged circusd) "
+    f"if that socket exists, else {DEFAULT_ENDPOINT} (Circus's); with --ssh, "
+    f"{DEFAULT_ENDPOINT}.",
 )
 @option(
     "--timeout",
@@ -277,7 +278,7 @@ def usage_error(message: str) -> NoReturn:
 @click.pass_context
 def cli(
     ctx: click.Context,
-    endpoint: str,
+    endpoint: str | None,
     timeout: float,
     as_json: bool,
     prettify: bool,
@@ -293,6 +294,8 @@ def cli(
 
     Run `circusctl COMMAND --help` for the arguments of a command.
     """
+    if endpoint is None:
+        endpoint = DEFAULT_ENDPOINT if ssh or ssh_hosts else default_endpoint()
     settings = Settings(endpoint, timeout, as_json or prettify, prettify)
     ctx.obj = settings
     if ctx.invoked_subcommand is None:

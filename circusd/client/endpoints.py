@@ -20,7 +20,18 @@ import zmq
 
 from circusd.client.errors import CallError, DaemonUnreachable, InvalidEndpoint
 
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"  # Circus's
+# The control socket of the packaged circusd (packaging/debian/circusd.ini).
+PACKAGED_ENDPOINT = "ipc:///run/circus/ctl.sock"
+
+
+def default_endpoint() -> str:
+    """The packaged daemon's socket where it exists, else Circus's default."""
+    if os.path.exists(PACKAGED_ENDPOINT[len("ipc://") :]):
+        return PACKAGED_ENDPOINT
+    return DEFAULT_ENDPOINT
+
+
 # sun_path holds 108 bytes, one of them the terminating NUL.
 IPC_PATH_LIMIT = 107
 

@@ -175,10 +175,9 @@ class PackageBox(Container):
         )  # fmt: skip
 
     def circusctl(self, user: str, *args: str) -> subprocess.CompletedProcess[str]:
-        """circusctl in a login shell of ``user``, as an operator types it."""
-        return self.run(
-            "runuser", "-l", user, "-c", " ".join(["circusctl", *args]), check=False
-        )
+        """circusctl as ``user`` with no login environment (as under sudo or
+        cron): it must find the packaged daemon's socket by itself."""
+        return self.run("runuser", "-u", user, "--", "circusctl", *args, check=False)
 
     def pids(self, watcher: str) -> set[str]:
         listed = self.circusctl("root", "list", watcher)
