@@ -40,15 +40,29 @@ class Link:
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._reader: asyncio.Task[None] | None = None
 
-    def connect(self) -> None:
-        """Connect both sockets. Raises DaemonUnreachable at once, with the
-        reason, when nothing listens on an endpoint."""
+    async def connect(self) -> None:
+        """Connect both sockets; return once the event stream's connection
+        is made, so that no event after this is missed. Raises
+        DaemonUnreachable at once, with the reason, when nothing listens on
+        an endpoint, CallTimeout when the connection cannot be completed."""
         probe(self.endpoint, self.timeout)
         probe(self.pubsub_endpoint, self.timeout)
         self._sub = new_socket(self._context, zmq.SUB)  # type: ignore[assignment]
         assert self._sub is not None
         self._sub.setsockopt(zmq.SUBSCRIBE, TOPIC)
-        self._sub.connect(self.pubsub_endpoint.address)
+        monitor = self._sub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        try:
+            self._sub.connect(self.pubsub_endpoint.address)
+            async with asyncio.timeout(self.timeout):
+                await monitor.recv_multipart()
+        except TimeoutError:
+            raise CallTimeout(
+                self.pubsub_endpoint.address,
+                f"no connection within {self.timeout:g} s",
+            ) from None
+        finally:
+            self._sub.disable_monitor()
+            monitor.close(linger=0)
         self._dealer = new_socket(self._context, zmq.DEALER)  # type: ignore[assignment]
         assert self._dealer is not None
         self._dealer.connect(self.endpoint.address)

@@ -200,7 +200,7 @@ def create(settings: Settings) -> Plugin:
 
 async def start(plugin: Plugin, link: Link, stopping: asyncio.Event) -> None:
     try:
-        link.connect()
+        await link.connect()
         await link.call("numwatchers")  # the endpoint answers, and lets us in
     except ReplyError as exc:
         # Not permanent: a tcp caller may be identified on the next try.
