@@ -91,7 +91,8 @@ def watcher_config(plugin: PluginConfig) -> WatcherConfig:
         gid=plugin.gid,
         max_retry=plugin.max_retry,
         graceful_timeout=GRACEFUL_TIMEOUT,
-        copy_env=True,
+        # circusd's environment only for a plugin that runs as circusd's user
+        copy_env=plugin.uid is None and plugin.gid is None,
         copy_path=True,  # circusd's own package, however it was installed
         pdeathsig=signal.SIGTERM,  # never outlive circusd
         source=plugin.source,

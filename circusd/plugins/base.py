@@ -79,26 +79,41 @@ class Settings:
             settings = cls(**document)
         except TypeError as exc:
             raise PluginError(f"invalid settings: {exc}", permanent=True) from None
-        if settings.loglevel.upper() not in _LEVELS:
-            raise PluginError(
-                f"invalid settings: loglevel {settings.loglevel!r}", permanent=True
-            )
-        texts = [
-            settings.name,
-            settings.use,
-            settings.endpoint,
-            settings.pubsub_endpoint,
-        ]
-        if not all(isinstance(item, str) and item for item in texts) or not all(
-            isinstance(k, str) and isinstance(v, str)
-            for k, v in settings.options.items()
-        ):
-            raise PluginError(
-                "invalid settings: name, use, endpoint, pubsub_endpoint and "
-                "each option must be non-empty strings",
-                permanent=True,
-            )
+        problem = _problem(settings)
+        if problem is not None:
+            raise PluginError(f"invalid settings: {problem}", permanent=True)
         return settings
+
+
+def _problem(settings: Settings) -> str | None:
+    texts = {
+        "name": settings.name,
+        "use": settings.use,
+        "endpoint": settings.endpoint,
+        "pubsub_endpoint": settings.pubsub_endpoint,
+    }
+    for key, value in texts.items():
+        if not isinstance(value, str) or not value:
+            return f"{key} must be a non-empty string"
+    options = settings.options
+    if not isinstance(options, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in options.items()
+    ):
+        return "options must be an object of strings"
+    level = settings.loglevel
+    if not isinstance(level, str) or level.upper() not in _LEVELS:
+        return f"loglevel must be one of {', '.join(_LEVELS).lower()}"
+    for key, number in (
+        ("check_delay", settings.check_delay),
+        ("timeout", settings.timeout),
+    ):
+        if (
+            not isinstance(number, (int, float))
+            or isinstance(number, bool)
+            or number <= 0
+        ):
+            return f"{key} must be a number above 0"
+    return None
 
 
 def read_options(

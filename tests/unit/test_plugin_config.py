@@ -212,9 +212,22 @@ def test_settings_round_trip_through_json() -> None:
     assert Settings.from_json(settings.to_json()) == settings
 
 
+_GOOD = '"format": 1, "name": "x", "use": "a.B", "endpoint": "ipc:///c", '
+_GOOD += '"pubsub_endpoint": "ipc:///p"'
+
+
 @pytest.mark.parametrize(
     "document",
-    [b"not json", b"[]", b'{"format": 2}', b'{"format": 1, "name": "x"}'],
+    [
+        b"not json",
+        b"[]",
+        b'{"format": 2}',
+        b'{"format": 1, "name": "x"}',
+        ("{" + _GOOD + ', "loglevel": 5}').encode(),
+        ("{" + _GOOD + ', "timeout": 0}').encode(),
+        ("{" + _GOOD + ', "options": {"a": 1}}').encode(),
+        ("{" + _GOOD + ', "surprise": 1}').encode(),
+    ],
 )
 def test_bad_settings_are_a_permanent_error(document: bytes) -> None:
     with pytest.raises(PluginError) as info:
