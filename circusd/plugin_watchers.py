@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 PREFIX = "plugin:"
 GRACEFUL_TIMEOUT = 5.0
 MAX_LINE = 1 << 16
+MAX_READS = 16  # per wake-up: a chatty plugin cannot hold circusd's loop
 MAX_REASON = 500
 _LEVELS = (
     logging.DEBUG,
@@ -126,10 +127,13 @@ class Line:
         self.closed = False
         self._buffer = b""
 
-    def read(self) -> list[dict[str, Any]]:
-        """What arrived so far; at end of file ``closed`` is set."""
+    def read(self, reads: int = MAX_READS) -> list[dict[str, Any]]:
+        """What arrived so far, in at most ``reads`` reads (the loop calls
+        again for the rest); at end of file ``closed`` is set."""
         messages = []
-        while not self.closed:
+        for _ in range(reads):
+            if self.closed:
+                break
             try:
                 data = self.socket.recv(MAX_LINE)
             except (BlockingIOError, InterruptedError):
@@ -263,11 +267,11 @@ class PluginWatcher(Watcher):
 
     # -- what the plugin says ------------------------------------------------------
 
-    def _readable(self, pid: int) -> None:
+    def _readable(self, pid: int, reads: int = MAX_READS) -> None:
         line = self._lines.get(pid)
         if line is None:
             return
-        for message in line.read():
+        for message in line.read(reads):
             self._message(pid, line, message)
         if line.closed:
             self._close_line(pid)
@@ -312,7 +316,7 @@ class PluginWatcher(Watcher):
     # -- exits ---------------------------------------------------------------------
 
     def _on_exit(self, pid: int, status: int) -> None:
-        self._readable(pid)  # what it wrote before it died
+        self._readable(pid, reads=1 << 20)  # all it wrote before it died
         super()._on_exit(pid, status)
         self._close_line(pid)
         self._failures.pop(pid, None)

@@ -166,7 +166,10 @@ def test_plugin_crashing_at_init_is_retried_with_backoff_then_failed(start_daemo
     reason = failed(daemon, "plugin:crash")
     assert reason.startswith("handle_init failed: RuntimeError: boom at init")
     assert reason.endswith("3 times in a row")
-    assert daemon.output().count("spawned watcher=plugin:crash ") == 3
+    output = daemon.output()
+    assert output.count("spawned watcher=plugin:crash ") == 3
+    assert output.count("plugin failed section=[plugin:crash] ") == 3
+    assert "RuntimeError: boom at init" in output
 
 
 def test_crashing_plugin_is_started_again_by_the_restart_policy(start_daemon):
