@@ -16,6 +16,7 @@ from circusd.config.interpolate import referenced_sockets
 from circusd.config.loader import load
 from circusd.config.model import Config, SocketConfig, WatcherConfig
 from circusd.errors import CommandError, Errno, NotFound
+from circusd.plugin_watchers import PluginWatcher, add_plugins, reload_plugins
 from circusd.pubsub import Publisher
 from circusd.reaper import Reaper
 from circusd.sockets import CircusSocket
@@ -35,6 +36,8 @@ class Arbiter:
         self.stopped = asyncio.Event()
         self.stopping = False
         self.reloading = asyncio.Lock()
+        # Where plugins connect; the daemon sets it once the endpoint is bound.
+        self.control_endpoint = config.circus.endpoint
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -45,6 +48,7 @@ class Arbiter:
             self._add_socket(sock)
         for config in self.config.watchers:
             self.watchers[config.name.lower()] = Watcher(config, self)
+        add_plugins(self, self.config.plugins)
         self.reaper.start()
 
     def _add_socket(self, config: SocketConfig) -> None:
@@ -75,7 +79,9 @@ class Arbiter:
             return
         self.stopping = True
         log.info("stopping all watchers")
-        for watcher in self.by_priority(self.watchers.values()):
+        ordered = self.by_priority(self.watchers.values())
+        # Plugins first: none may restart a watcher that is being stopped.
+        for watcher in sorted(ordered, key=lambda w: not isinstance(w, PluginWatcher)):
             await watcher.close()
         for sock in self.sockets.values():
             sock.close()
@@ -188,6 +194,7 @@ class Arbiter:
                 )
                 if touched & uses and watcher.is_running():
                     await watcher.restart()
+            await reload_plugins(self, new, changes.plugins)
             log.info("reloaded config path=%s", new.path)
 
     async def _reload_added(self, config: WatcherConfig) -> None:

@@ -20,6 +20,7 @@ from circusd.control.auth import Guard
 from circusd.control.protocol import MAX_MESSAGE
 from circusd.control.server import ControlServer
 from circusd.errors import CircusdError, ConfigError
+from circusd.plugin_watchers import connect_address
 from circusd.reaper import become_subreaper
 from circusd.sockets import passed_sockets
 from circusd.systemd import ActivatedContext, Systemd, status_line
@@ -120,6 +121,9 @@ class Daemon:
         )
         self._control = self._bind(zmq.ROUTER, circus.endpoint)
         self.arbiter = ReportingArbiter(self.config, self.context, self.systemd.changed)
+        self.arbiter.control_endpoint = connect_address(
+            circus.endpoint, self._control.getsockopt_string(zmq.LAST_ENDPOINT)
+        )
         pubsub_path = (
             None
             if self.context.adopts(circus.pubsub_endpoint)
@@ -192,19 +196,6 @@ class Daemon:
     def _warn_unsupported(self) -> None:
         """Say once, at start, which parts of the config are not acted on."""
         circus = self.config.circus
-        for plugin in self.config.plugins:
-            if plugin.use.endswith(".Flapping"):
-                log.info(
-                    "plugin %s not started: crash loops are handled by the "
-                    "built-in restart policy (max_retry, backoff)",
-                    plugin.name,
-                )
-            else:
-                log.warning(
-                    "plugin %s (%s) not started: plugins are not supported yet",
-                    plugin.name,
-                    plugin.use,
-                )
         if circus.statsd or circus.stats_endpoint:
             log.warning(
                 "stats_endpoint %s not bound: the statistics stream is "

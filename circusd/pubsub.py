@@ -22,6 +22,11 @@ class Publisher:
         self._socket.sndhwm = SEND_HWM
         self._socket.bind(endpoint)
 
+    @property
+    def bound(self) -> str:
+        """The address bound (with the real port of a ``:*`` endpoint)."""
+        return self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+
     def publish(self, topic: str, payload: dict[str, Any]) -> None:
         try:
             self._socket.send_multipart(

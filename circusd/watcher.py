@@ -455,8 +455,12 @@ class Watcher:
             return
         self._unexpected_exit(process, status)
 
+    def exit_reason(self, process: proc.Process, status: int) -> str:
+        """An unexpected exit in words, for the log and ``status``."""
+        return describe_exit(status)
+
     def _unexpected_exit(self, process: proc.Process, status: int) -> None:
-        what = describe_exit(status)
+        what = self.exit_reason(process, status)
         log.warning(
             "process exited watcher=%s pid=%d %s uptime=%.1fs",
             self.name,

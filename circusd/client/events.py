@@ -79,7 +79,7 @@ class EventStream(Iterator[Event]):
                 self.close()
                 raise
             if len(frames) == 2:
-                return _event(*frames)
+                return decode(*frames)
             logger.debug("ignored event frames=%d", len(frames))
 
     def __enter__(self) -> EventStream:
@@ -92,7 +92,8 @@ class EventStream(Iterator[Event]):
         self._socket.close(linger=0)
 
 
-def _event(topic: bytes, payload: bytes) -> Event:
+def decode(topic: bytes, payload: bytes) -> Event:
+    """One message of the stream; a payload that is not a JSON object is wrapped."""
     try:
         data = json.loads(payload)
     except ValueError:

@@ -24,6 +24,13 @@ from circusd.config.options import (
     WATCHER_OPTIONS,
     Option,
 )
+from circusd.config.plugin_options import (
+    BUILTINS,
+    FLAPPING,
+    PROCESS_OPTIONS,
+    USE,
+    MemoryLimit,
+)
 
 # What the loader adds to an option's own description: (section, option).
 _LOADER_NOTES = {
@@ -196,7 +203,11 @@ DIFFERENCES = """\
   duplicate watcher names (compared case-insensitively) are errors when the
   file is loaded.
 - Watcher names must not contain whitespace or dots, since they become parts
-  of event topics.
+  of event topics, and must not start with `plugin:`, which names plugins.
+- A `[plugin:NAME]` section takes the keys above, not every watcher option,
+  and the options of the plugins circusd ships are checked. The plugin's
+  class is never imported by circusd itself (Circus imported it when it
+  loaded the file).
 - `loggerconfig` and `httpd = true` are refused.
 - `warmup_delay` may be a fraction of a second.
 - `[DEFAULT]` has no special meaning (it is an unknown section).
@@ -205,7 +216,7 @@ DIFFERENCES = """\
 
 def _default(option: Option) -> str:
     value = option.default
-    if option.name == "cmd":
+    if option.name in ("cmd", "use"):
         return "(required)"
     if value is None:
         return "unset"
@@ -219,6 +230,8 @@ def _default(option: Option) -> str:
         return f"`{int(value)}`"
     if isinstance(value, Mapping) and not value:
         return "empty"
+    if isinstance(value, MemoryLimit):
+        return f"`{value.describe()}`"
     if value == "":
         return '`""`'
     return f"`{value}`"
@@ -236,6 +249,11 @@ def _table(section: str, options: Mapping[str, Option]) -> list[str]:
         text = text.replace("|", "\\|")
         lines.append(f"| `{option.name}` | {_default(option)} | {text} |")
     return lines
+
+
+def option_table(options: Mapping[str, Option]) -> list[str]:
+    """A table of options as they are, without the loader's notes."""
+    return _table("", options)
 
 
 def _names(names: Any) -> str:
@@ -291,12 +309,31 @@ Options with a prefix:
 
 
 def _plugin_and_env() -> str:
-    return """\
+    shipped = "\n".join(
+        f"- `{builtin.circus_name}`: {builtin.doc}" for builtin in BUILTINS.values()
+    )
+    keys = "\n".join(option_table({USE.name: USE, **PROCESS_OPTIONS}))
+    return f"""\
 ## `[plugin:NAME]`
 
-A plugin. `use` (required) is the dotted path of its class; every other key
-is kept as text and given to the plugin. `$(circus.env.NAME)` is expanded in
+A plugin: a program that runs beside circusd as the watcher `plugin:NAME`
+and talks to it as a client. These keys shape its process; every other key
+is an option of the plugin, kept as text and given to it on its stdin (the
+keys below are given too, as in Circus). `$(circus.env.NAME)` is expanded in
 all of them.
+
+{keys}
+
+circusd ships these plugins; their options are checked when the file is
+loaded, like any other (an unknown one is an error):
+
+{shipped}
+- `{FLAPPING}`: accepted and runs nothing; the built-in restart policy does
+  its work.
+
+Any other `use` is your own class, imported only in the plugin's process.
+[plugins.md](plugins.md) has every plugin's options, how plugins fail and
+recover, and how to write one.
 
 ## `[env]` and `[env:PATTERN,...]`
 

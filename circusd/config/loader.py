@@ -5,7 +5,8 @@ unknown key, a value of the wrong type, an undefined variable or a reference
 to something that does not exist is a ConfigError that names the file, line,
 section and key. Callers turn a ConfigError into exit code 78.
 
-The watcher sections are built in ``circusd.config.watchers``.
+The watcher sections are built in ``circusd.config.watchers``, the plugin
+sections in ``circusd.config.plugins``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from typing import Any
 from circusd.config import checks
 from circusd.config.interpolate import Scope
 from circusd.config.located import at, error, expand_entry, unknown_key
-from circusd.config.model import CircusConfig, Config, PluginConfig, SocketConfig
+from circusd.config.model import CircusConfig, Config, SocketConfig
 from circusd.config.options import CIRCUS_OPTIONS, SOCKET_OPTIONS, closest
 from circusd.config.parser import INCLUDE_KEYS, IniDocument, Section, read
+from circusd.config.plugins import plugin
 from circusd.config.watchers import Context, check_env_patterns, global_env, watcher
 from circusd.errors import ValueProblem
 
@@ -64,7 +66,7 @@ def load(path: str, environ: Mapping[str, str] | None = None) -> Config:
     )
     check_env_patterns(context, [name for name, _ in layout.watchers])
     watchers = [watcher(name, s, context) for name, s in layout.watchers]
-    plugins = [_plugin(name, s, scope) for name, s in layout.plugins]
+    plugins = [plugin(name, s, scope) for name, s in layout.plugins]
     return Config(
         circus=_circus(layout.circus, scope, base),
         watchers=tuple(sorted(watchers, key=lambda w: w.name)),
@@ -112,6 +114,12 @@ class _Layout:
             self.env_patterns.append((patterns, section))
         elif colon and kind in ("watcher", "plugin"):
             named = (_checked_name(name, section, _WATCHER_NAME), section)
+            if kind == "watcher" and name.lower().startswith("plugin:"):
+                raise error(
+                    f"invalid watcher name {name!r}: names starting with "
+                    "'plugin:' belong to the [plugin:NAME] sections",
+                    section,
+                )
             (self.watchers if kind == "watcher" else self.plugins).append(named)
         elif colon and kind == "socket":
             name = _checked_name(name, section, _SOCKET_NAME)
@@ -255,25 +263,3 @@ def _socket(name: str, section: Section, scope: Scope, base: str) -> SocketConfi
     elif found.get("family") == "AF_UNIX":
         raise error("family AF_UNIX needs a path", section, entries["family"])
     return SocketConfig(name=name, source=f"{section.path}:{section.line}", **found)
-
-
-# -- [plugin:NAME] --------------------------------------------------------------
-
-
-def _plugin(name: str, section: Section, scope: Scope) -> PluginConfig:
-    settings: dict[str, str] = {}
-    for key, entry in section.entries.items():
-        settings[key] = expand_entry(entry, section.name, scope)
-    use = section.entries.get("use")
-    if use is None:
-        raise error(
-            "missing required option use (the plugin's dotted class path)", section
-        )
-    with at(section, use):
-        target = checks.dotted_name(settings.pop("use"), "use")
-    return PluginConfig(
-        name=name,
-        use=target,
-        options=settings,
-        source=f"{section.path}:{section.line}",
-    )

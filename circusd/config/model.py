@@ -98,7 +98,13 @@ class SocketConfig:
 class PluginConfig:
     name: str
     use: str
-    options: Mapping[str, str] = _empty()
+    options: Mapping[str, str] = _empty()  # every key but use, as text
+    # Read from the same keys: the plugin's process (config/plugins.py).
+    active: bool = True
+    priority: int = 1
+    uid: str | int | None = None
+    gid: str | int | None = None
+    max_retry: int = 5
     source: str = ""
 
 

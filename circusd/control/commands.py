@@ -27,6 +27,7 @@ from circusd.config.options import (
 from circusd.control import policy
 from circusd.control.protocol import Properties
 from circusd.errors import CommandError, ConfigError, Errno, ValueProblem
+from circusd.plugin_watchers import PluginWatcher, is_plugin_name
 from circusd.streams import make_stream
 from circusd.tree import children_of
 from circusd.users import resolve
@@ -207,6 +208,11 @@ async def add(daemon: Daemon, props: Properties) -> Result:
         raise CommandError(
             f"invalid watcher name {name!r}: no spaces, dots or control characters"
         )
+    if is_plugin_name(name):
+        raise CommandError(
+            f"invalid watcher name {name!r}: names starting with 'plugin:' "
+            "belong to the config file's [plugin:NAME] sections"
+        )
     cmd = props.text("cmd", required=True)
     args = props.values.get("args", "")
     options = props.mapping("options")
@@ -235,6 +241,11 @@ async def rm(daemon: Daemon, props: Properties) -> Result:
 
 async def set_(daemon: Daemon, props: Properties) -> Result:
     watcher = daemon.arbiter.get(props.text("name", required=True))
+    if isinstance(watcher, PluginWatcher):
+        raise CommandError(
+            f"{watcher.name} is a plugin: change its [{watcher.name}] section "
+            "in the config file, then reloadconfig"
+        )
     options = props.mapping("options", required=True)
     grant = policy.current()
     grant.policy.check_owned(grant.caller, "set", watcher.config)

@@ -1,0 +1,5 @@
+"""``python -m circusd.plugins``: run one plugin (see circusd.plugins.runner)."""
+
+from circusd.cli.plugin import main
+
+main()
