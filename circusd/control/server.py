@@ -146,6 +146,14 @@ class ControlServer:
         log.debug("command=%s %s", request.command, caller.describe())
         try:
             kind = self.policy.authorize(caller, request.command, request.properties)
+            if self._daemon.arbiter.stopping and not _answered_while_stopping(
+                kind, request.command
+            ):
+                raise CommandError(
+                    f"{request.command!r} refused: circusd is stopping; only "
+                    "read commands and quit are answered now",
+                    Errno.COMMAND_ERROR,
+                )
             result = await handler(self._daemon, props)
             if kind in (policy.Kind.CHANGE, policy.Kind.ADMIN):
                 policy.audit_line(
@@ -185,3 +193,8 @@ class ControlServer:
             )
         # A single watcher's `status` replaces "ok" with its state, as in Circus.
         return protocol.ok(request.id, result)
+
+
+def _answered_while_stopping(kind: policy.Kind, command: str) -> bool:
+    """While circusd stops its watchers, nothing may start one again."""
+    return kind is policy.Kind.READ or command == "quit"

@@ -341,6 +341,28 @@ def test_term_stops_every_child_and_exits_cleanly(start_daemon):
     assert not (daemon.directory / "ctl.sock").exists()
 
 
+def test_nothing_starts_while_circusd_stops(start_daemon):
+    daemon = start_daemon("""
+        [watcher:slow]
+        cmd = sh -c 'trap "" TERM; sleep 300'
+        graceful_timeout = 3
+        priority = 1
+
+        [watcher:later]
+        cmd = sleep 300
+        autostart = false
+        """)
+    daemon.process.send_signal(signal.SIGTERM)
+    wait_for(lambda: "stopping all watchers" in daemon.output(), what="stopping")
+    for command, props in (("start", {"name": "later"}), ("incr", {"name": "slow"})):
+        reply = daemon.call(command, **props)
+        assert reply["status"] == "error", reply
+        assert "circusd is stopping" in reply["reason"]
+    assert daemon.call("status", name="later")["status"] == "stopped"
+    assert daemon.wait_exit() == 0
+    assert "spawned watcher=later" not in daemon.output()
+
+
 def test_hup_applies_only_the_difference(start_daemon):
     daemon = start_daemon("""
         [watcher:keep]
