@@ -50,12 +50,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def setup_logging(level: str, output: str) -> None:
+def setup_logging(level: str, output: str, program: str = "circusd") -> None:
     journal = "JOURNAL_STREAM" in os.environ and output == "-"
     if journal:
         fmt = "<%(priority)d>%(name)s: %(message)s"
     else:
-        fmt = "%(asctime)s circusd[%(process)d] [%(levelname)s] %(name)s: %(message)s"
+        fmt = (
+            f"%(asctime)s {program}[%(process)d] [%(levelname)s] %(name)s: %(message)s"
+        )
     if output == "-":
         handler: logging.Handler = logging.StreamHandler(sys.stderr)
     else:

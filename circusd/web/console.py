@@ -1,0 +1,223 @@
+"""The console's view of circusd, kept current by events.
+
+One task reads the event stream and one the statistics stream. An event
+about a watcher asks for a refresh of that watcher (``status``, ``stats``
+and ``get`` over the control endpoint); events that arrive close together
+share one refresh. Nothing is polled: without events nothing is asked,
+except to retry while circusd cannot be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from circusd.client import CallError, ReplyError
+from circusd.client.events import Event
+from circusd.web.hub import Changed, Hub, Problem, Stat
+from circusd.web.link import RETRY_FIRST, RETRY_LONGEST, DaemonLink, stream
+from circusd.web.model import Model
+from circusd.web.settings import Settings
+
+log = logging.getLogger(__name__)
+
+COALESCE = 0.02  # events this close together share one refresh
+_WHOLE = frozenset({"add", "remove"})
+
+
+class Console:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.link = DaemonLink(settings.endpoint, settings.timeout)
+        self.model = Model()
+        self.hub = Hub()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._wanted: set[str] | None = set()  # None: every watcher
+        self._waiters: list[asyncio.Future[None]] = []
+        self._wake = asyncio.Event()
+        self._retry = RETRY_FIRST
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start following circusd; pages are served meanwhile (and say so
+        while circusd cannot be reached)."""
+        self._spawn(self._refresher())
+        self._spawn(self._connect())
+
+    def _spawn(self, job: Coroutine[Any, Any, None]) -> None:
+        self._tasks.append(asyncio.create_task(job))
+
+    async def stop(self) -> None:
+        self.hub.close_all()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.link.close()
+
+    async def _connect(self) -> None:
+        pubsub, stats = self.settings.pubsub_endpoint, self.settings.stats_endpoint
+        if pubsub is None or stats is None:
+            options = await self._global_options()
+            pubsub = pubsub or options.get("pubsub_endpoint")
+            stats = stats or options.get("stats_endpoint") or None
+        if not isinstance(pubsub, str):
+            self._unreachable(CallError("circusd did not name its event stream"))
+            return
+        self.model.stats_stream = stats
+        self._spawn(self._follow(pubsub, ("watcher.",), self._on_event))
+        if stats:
+            self._spawn(self._follow(stats, ("stat.",), self._on_stat))
+        else:
+            log.warning("no statistics stream: circusd has no stats_endpoint; "
+                        "charts stay empty")  # fmt: skip
+
+    async def _global_options(self) -> dict[str, Any]:
+        delay = RETRY_FIRST
+        while True:
+            try:
+                return dict((await self.link.call("globaloptions"))["options"])
+            except CallError as exc:
+                self._unreachable(exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_LONGEST)
+
+    async def _follow(
+        self, endpoint: str, topics: tuple[str, ...], handle: Callable[[Event], None]
+    ) -> None:
+        # Messages sent before the subscription reached circusd are lost:
+        # refresh everything once it is in place.
+        async for event in stream(endpoint, topics, lambda: self.request()):
+            try:
+                handle(event)
+            except Exception:
+                log.exception("bad message topic=%s", event.topic)
+
+    # -- events in -----------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        view = self.model.find(event.watcher or "")
+        if view is None or event.event in _WHOLE:
+            self.request()
+        else:
+            self.request({view.name})
+
+    def _on_stat(self, event: Event) -> None:
+        sample = self.model.apply_stat(event.topic, event.data)
+        if sample is not None:
+            payload = json.dumps(sample.as_json())
+            self.hub.publish(Stat(sample.watcher, sample.pid, payload))
+
+    # -- refreshing ----------------------------------------------------------------
+
+    def request(self, names: set[str] | None = None) -> asyncio.Future[None]:
+        """Ask for a refresh of ``names`` (every watcher when None); the future
+        is done once a refresh that covers them has finished."""
+        if names is None or self._wanted is None:
+            self._wanted = None
+        else:
+            self._wanted |= names
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._wake.set()
+        return waiter
+
+    async def refresh(self) -> None:
+        """Bring everything up to date now (a page is being loaded)."""
+        await self.request()
+
+    async def _refresher(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(COALESCE)
+            self._wake.clear()
+            wanted, self._wanted = self._wanted, set()
+            waiters, self._waiters = self._waiters, []
+            try:
+                await self._refresh(wanted)
+            except CallError as exc:
+                self._unreachable(exc)
+                self._spawn(self._retry_later())
+            else:
+                self._reachable()
+            finally:
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+            self.hub.publish(Changed(None if wanted is None else frozenset(wanted)))
+
+    async def _retry_later(self) -> None:
+        await asyncio.sleep(self._retry)
+        self._retry = min(self._retry * 2, RETRY_LONGEST)
+        self.request()
+
+    def _unreachable(self, exc: CallError) -> None:
+        text = str(exc)
+        if self.model.problem != text:
+            log.warning("circusd not usable: %s", text)
+            self.model.problem = text
+            self.hub.publish(Problem(text))
+
+    def _reachable(self) -> None:
+        self._retry = RETRY_FIRST
+        if self.model.problem is not None:
+            log.info("circusd answers again")
+            self.model.problem = None
+            self.hub.publish(Problem(None))
+
+    async def _refresh(self, names: set[str] | None) -> None:
+        if names is None:
+            await self._refresh_all()
+            return
+        for name in names:
+            try:
+                await self._refresh_one(name)
+            except ReplyError as exc:
+                if "not found" not in exc.reason:
+                    raise
+                self.model.remove(name)
+
+    async def _refresh_all(self) -> None:
+        status = await self.link.call("status")
+        stats = await self.link.call("stats")
+        statuses = status.get("statuses", {})
+        targets = {}
+        for name in statuses:
+            targets[name] = await self._target(name)
+        self.model.replace_all(
+            statuses, status.get("reasons", {}), stats.get("infos", {}), targets
+        )
+
+    async def _refresh_one(self, name: str) -> None:
+        status = await self.link.call("status", name=name)
+        stats = await self.link.call("stats", name=name)
+        self.model.replace_one(
+            name,
+            str(status.get("status")),
+            status.get("reason"),
+            stats.get("info", {}),
+            await self._target(name),
+        )
+
+    async def _target(self, name: str) -> int | None:
+        try:
+            reply = await self.link.call("get", name=name, keys=["numprocesses"])
+        except ReplyError:
+            return None
+        value = reply.get("options", {}).get("numprocesses")
+        return value if isinstance(value, int) else None
+
+    # -- actions -------------------------------------------------------------------
+
+    async def act(self, command: str, **properties: Any) -> dict[str, Any]:
+        """Send an action; raises ReplyError with circusd's reason if refused."""
+        reply = await self.link.call(command, **properties)
+        name = properties.get("name")
+        self.request({name} if isinstance(name, str) else None)
+        return reply
