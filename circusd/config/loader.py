@@ -38,6 +38,7 @@ _SOCKET_NAME = re.compile(r"[\w-]+(?:\.[\w-]+)*")
 _FAMILIES = ("AF_INET", "AF_INET6", "AF_UNIX")
 _TYPES = ("SOCK_STREAM", "SOCK_DGRAM", "SOCK_SEQPACKET", "SOCK_RAW", "SOCK_RDM")
 _ENDPOINTS = ("endpoint", "pubsub_endpoint", "stats_endpoint")
+DEFAULT_STATS_ENDPOINT = "tcp://127.0.0.1:5557"  # Circus's
 
 
 def load(path: str, environ: Mapping[str, str] | None = None) -> Config:
@@ -175,7 +176,10 @@ def _circus(section: Section | None, scope: Scope, base: str) -> CircusConfig:
             found[key] = _circus_value(key, option.convert(text), base)
     if "stats_endpoint" in found and "statsd" not in found:
         found["statsd"] = found["stats_endpoint"] is not None  # as Circus does
+    if found.get("statsd") and found.get("stats_endpoint") is None:
+        found["stats_endpoint"] = DEFAULT_STATS_ENDPOINT
     config = CircusConfig(**found)
+    _check_prometheus(config, section)
     seen: dict[str, str] = {}
     for key in _ENDPOINTS:
         endpoint = getattr(config, key)
@@ -191,11 +195,29 @@ def _circus(section: Section | None, scope: Scope, base: str) -> CircusConfig:
     return config
 
 
+def _check_prometheus(config: CircusConfig, section: Section) -> None:
+    """The metrics page cannot tell who reads it: loopback only, unless
+    the config accepts, with insecure_tcp, that anyone who reaches it may."""
+    endpoint = config.prometheus_endpoint
+    if endpoint is None or config.insecure_tcp:
+        return
+    if not checks.is_loopback(endpoint.rpartition(":")[0]):
+        raise error(
+            f"{endpoint} is not a loopback address, so any host that reaches "
+            "it could read the metrics; use 127.0.0.1 or [::1], or set "
+            "insecure_tcp = true",
+            section,
+            section.entries.get("prometheus_endpoint"),
+        )
+
+
 def _circus_value(key: str, value: Any, base: str) -> Any:
     if value is None:
         return None
     if key in _ENDPOINTS:
         return checks.zmq_endpoint(value, base)
+    if key == "prometheus_endpoint":
+        return checks.host_port(value)
     if key == "multicast_endpoint":
         return checks.udp_endpoint(value)
     if key == "pidfile":

@@ -114,6 +114,7 @@ class CircusConfig:
     stats_endpoint: str | None = None
     multicast_endpoint: str | None = None  # off unless configured
     statsd: bool = False
+    prometheus_endpoint: str | None = None  # HOST:PORT, loopback unless insecure_tcp
     check_delay: float = 5.0
     warmup_delay: float = 0.0
     httpd: bool = False

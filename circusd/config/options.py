@@ -481,7 +481,12 @@ CIRCUS_OPTIONS = _table(
         "Event endpoint (ZeroMQ PUB).",
     ),
     Option(
-        "stats_endpoint", v.optional_text, None, "Statistics endpoint (ZeroMQ PUB)."
+        "stats_endpoint",
+        v.optional_text,
+        None,
+        "Statistics endpoint (ZeroMQ PUB), served while `statsd` is true; "
+        "setting it turns `statsd` on unless `statsd` is set too. Default "
+        "with `statsd = true`: tcp://127.0.0.1:5557.",
     ),
     Option(
         "multicast_endpoint",
@@ -490,6 +495,14 @@ CIRCUS_OPTIONS = _table(
         "UDP autodiscovery; off unless set.",
     ),
     Option("statsd", v.boolean, False, "Publish statistics on `stats_endpoint`."),
+    Option(
+        "prometheus_endpoint",
+        v.optional_text,
+        None,
+        "HOST:PORT where metrics are served in the Prometheus text format "
+        "(`/metrics`); loopback only unless `insecure_tcp` is set. Off "
+        "unless set (see docs/monitoring.md).",
+    ),
     Option(
         "check_delay",
         v.number,
