@@ -19,8 +19,8 @@ from typing import Any
 from circusd.client import CallError, ReplyError
 from circusd.client.events import Event
 from circusd.web.hub import Changed, Hub, Problem, Stat
-from circusd.web.link import RETRY_FIRST, RETRY_LONGEST, DaemonLink, stream
-from circusd.web.model import Model
+from circusd.web.link import RETRY_FIRST, RETRY_LONGEST, DaemonLink, Feed
+from circusd.web.model import Model, topic_name
 from circusd.web.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ class Console:
         self._waiters: list[asyncio.Future[None]] = []
         self._wake = asyncio.Event()
         self._retry = RETRY_FIRST
+        self._stats: Feed | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -71,9 +72,10 @@ class Console:
             self._unreachable(CallError("circusd did not name its event stream"))
             return
         self.model.stats_stream = stats
-        self._spawn(self._follow(pubsub, ("watcher.",), self._on_event))
+        self._spawn(self._follow(Feed(pubsub, {"watcher."}), self._on_event))
         if stats:
-            self._spawn(self._follow(stats, ("stat.",), self._on_stat))
+            self._stats = Feed(stats, self._stat_topics())
+            self._spawn(self._follow(self._stats, self._on_stat))
         else:
             log.warning("no statistics stream: circusd has no stats_endpoint; "
                         "charts stay empty")  # fmt: skip
@@ -88,12 +90,10 @@ class Console:
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_LONGEST)
 
-    async def _follow(
-        self, endpoint: str, topics: tuple[str, ...], handle: Callable[[Event], None]
-    ) -> None:
+    async def _follow(self, feed: Feed, handle: Callable[[Event], None]) -> None:
         # Messages sent before the subscription reached circusd are lost:
         # refresh everything once it is in place.
-        async for event in stream(endpoint, topics, lambda: self.request()):
+        async for event in feed.messages(lambda: self.request()):
             try:
                 handle(event)
             except Exception:
@@ -150,7 +150,14 @@ class Console:
                 for waiter in waiters:
                     if not waiter.done():
                         waiter.set_result(None)
+            if self._stats is not None:
+                self._stats.subscribe(self._stat_topics())
             self.hub.publish(Changed(None if wanted is None else frozenset(wanted)))
+
+    def _stat_topics(self) -> set[str]:
+        """``stat.<watcher>`` for each watcher shown (the prefix covers its
+        processes' ``stat.<watcher>.<pid>``)."""
+        return {"stat." + topic_name(name) for name in self.model.watchers}
 
     async def _retry_later(self) -> None:
         await asyncio.sleep(self._retry)

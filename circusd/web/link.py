@@ -14,7 +14,7 @@ import concurrent.futures
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 import zmq
 import zmq.asyncio
@@ -67,38 +67,56 @@ class DaemonLink:
             self._clients.clear()
 
 
-async def stream(
-    endpoint: str,
-    topics: tuple[str, ...],
-    on_connect: Callable[[], object] = lambda: None,
-) -> AsyncIterator[Event]:
-    """Messages published on ``endpoint`` under ``topics``, for ever.
+class Feed:
+    """A SUB socket on an event or statistics stream, read by one task.
 
-    Until the endpoint first answers, connecting is retried with a growing
-    delay; after that ZeroMQ reconnects by itself. ``on_connect`` runs once
-    connected (messages published before then are lost, so the caller
-    refreshes what it knows).
+    ``topics`` may change while it runs (``subscribe``): the statistics
+    stream samples only what someone subscribed to, so the console asks
+    for its watchers only, not for circusd's own processes or sockets.
     """
-    context = zmq.asyncio.Context.shadow(zmq.Context.instance())
-    parsed = parse_endpoint(endpoint)
-    delay = RETRY_FIRST
-    while True:
-        try:
-            sock = connect_socket(context, zmq.SUB, parsed, 1.0)
-            break
-        except CallError as exc:
-            log.warning("stream not reachable endpoint=%s retry_in=%.1fs: %s",
-                        endpoint, delay, exc)  # fmt: skip
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_LONGEST)
-    try:
-        for topic in topics:
-            sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        log.info("subscribed endpoint=%s topics=%s", endpoint, ",".join(topics))
-        on_connect()
+
+    def __init__(self, endpoint: str, topics: set[str]) -> None:
+        self.endpoint = endpoint
+        self._topics = set(topics)
+        self._socket: zmq.asyncio.Socket | None = None
+
+    def subscribe(self, topics: set[str]) -> None:
+        if self._socket is not None:
+            for topic in topics - self._topics:
+                self._socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+            for topic in self._topics - topics:
+                self._socket.setsockopt(zmq.UNSUBSCRIBE, topic.encode())
+        self._topics = set(topics)
+
+    async def messages(
+        self, on_connect: Callable[[], object] = lambda: None
+    ) -> AsyncIterator[Event]:
+        """Messages for ever. Until the endpoint first answers, connecting is
+        retried with a growing delay; after that ZeroMQ reconnects by
+        itself. ``on_connect`` runs once connected (what was published
+        before is lost, so the caller refreshes what it knows)."""
+        context = zmq.asyncio.Context.shadow(zmq.Context.instance())
+        parsed = parse_endpoint(self.endpoint)
+        delay = RETRY_FIRST
         while True:
-            frames = await sock.recv_multipart()  # type: ignore[misc]
-            if len(frames) == 2:
-                yield decode_event(frames[0], frames[1])
-    finally:
-        sock.close(linger=0)
+            try:
+                sock = connect_socket(context, zmq.SUB, parsed, 1.0)
+                break
+            except CallError as exc:
+                log.warning("stream not reachable endpoint=%s retry_in=%.1fs: %s",
+                            self.endpoint, delay, exc)  # fmt: skip
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_LONGEST)
+        self._socket = cast(zmq.asyncio.Socket, sock)
+        try:
+            for topic in self._topics:
+                sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+            log.info("subscribed endpoint=%s", self.endpoint)
+            on_connect()
+            while True:
+                frames = await sock.recv_multipart()  # type: ignore[misc]
+                if len(frames) == 2:
+                    yield decode_event(frames[0], frames[1])
+        finally:
+            self._socket = None
+            sock.close(linger=0)

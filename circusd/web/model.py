@@ -17,6 +17,25 @@ from typing import Any
 HISTORY = 300  # samples per chart series: five minutes at one per second
 
 
+def topic_name(name: str) -> str:
+    """A watcher's name as event and statistics topics spell it (Circus's
+    rule, reference §2.4; circusd.watcher applies the same)."""
+    return name.lower().replace(" ", "_")
+
+
+_UNITS = {"B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def size(value: Any) -> float | None:
+    """Bytes from Circus's human sizes (``mem_info1``: "512B", "14.1M")."""
+    if not isinstance(value, str) or not value or value[-1] not in _UNITS:
+        return None
+    try:
+        return float(value[:-1]) * _UNITS[value[-1]]
+    except ValueError:
+        return None
+
+
 def number(value: Any) -> float | None:
     """A float from a stats field ("N/A", missing and strings give None)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -31,7 +50,7 @@ class ProcessView:
     user: str = ""
     cpu: float | None = None
     mem: float | None = None  # percent of the host's memory
-    rss: str = ""
+    rss: float | None = None  # bytes
     age: float | None = None  # seconds, as of ``sampled``
     sampled: float = 0.0  # time.time() of the sample
 
@@ -43,8 +62,7 @@ class ProcessView:
             self.user = info["username"]
         self.cpu = number(info.get("cpu"))
         self.mem = number(info.get("mem"))
-        rss = info.get("mem_info1")
-        self.rss = rss if isinstance(rss, str) else ""
+        self.rss = size(info.get("mem_info1"))
         self.age = number(info.get("age"))
         self.sampled = now
 
@@ -61,6 +79,7 @@ class WatcherView:
     processes: dict[int, ProcessView] = field(default_factory=dict)
     cpu: float | None = None  # mean over the processes
     mem: float | None = None  # sum over the processes
+    rss: float | None = None  # bytes, sum over the processes
 
     def set_processes(self, infos: Mapping[str, Any], now: float) -> None:
         """From a ``stats`` reply: ``{pid: info or "No such process"}``."""
@@ -77,9 +96,15 @@ class WatcherView:
         mems = [p.mem for p in found.values() if p.mem is not None]
         self.cpu = sum(cpus) / len(cpus) if cpus else None
         self.mem = sum(mems) if mems else None
+        self.rss = self.total_rss()
+
+    def total_rss(self) -> float | None:
+        sizes = [p.rss for p in self.processes.values() if p.rss is not None]
+        return sum(sizes) if sizes else None
 
 
-Point = tuple[float, float | None, float | None]  # time, cpu %, mem %
+# time, CPU %, memory % of the host, resident memory in bytes
+Point = tuple[float, float | None, float | None, float | None]
 
 
 @dataclass(frozen=True)
@@ -89,7 +114,6 @@ class Sample:
     watcher: str
     pid: int | None
     point: Point
-    rss: str = ""
     age: float | None = None
 
     @property
@@ -97,7 +121,7 @@ class Sample:
         return self.watcher if self.pid is None else f"{self.watcher}/{self.pid}"
 
     def as_json(self) -> dict[str, Any]:
-        t, cpu, mem = self.point
+        t, cpu, mem, rss = self.point
         return {
             "series": self.series,
             "watcher": self.watcher,
@@ -105,7 +129,7 @@ class Sample:
             "t": t,
             "cpu": cpu,
             "mem": mem,
-            "rss": self.rss,
+            "rss": rss,
             "age": self.age,
         }
 
@@ -125,9 +149,9 @@ class Model:
         view = self.watchers.get(name)
         if view is not None:
             return view
-        wanted = name.lower().replace(" ", "_")
+        wanted = topic_name(name)
         for view in self.watchers.values():
-            if view.name.lower().replace(" ", "_") == wanted:
+            if topic_name(view.name) == wanted:
                 return view
         return None
 
@@ -203,8 +227,10 @@ class Model:
         now = self.clock()
         cpu, mem = number(data.get("cpu")), number(data.get("mem"))
         if len(parts) == 2:
-            view.cpu, view.mem = cpu, mem
-            sample = Sample(view.name, None, (round(now, 2), cpu, mem))
+            # The aggregate comes after its processes' messages of the same
+            # tick; their resident sizes add up to the watcher's.
+            view.cpu, view.mem, view.rss = cpu, mem, view.total_rss()
+            sample = Sample(view.name, None, (round(now, 2), cpu, mem, view.rss))
         else:
             if not parts[2].isdecimal():
                 return None
@@ -213,8 +239,8 @@ class Model:
             if process is None:
                 return None  # not ours yet: the next refresh adds it
             process.update(data, now)
-            sample = Sample(view.name, pid, (round(now, 2), cpu, mem),
-                            process.rss, process.age)  # fmt: skip
+            point = (round(now, 2), cpu, mem, process.rss)
+            sample = Sample(view.name, pid, point, process.age)
         self.history.setdefault(sample.series, deque(maxlen=HISTORY)).append(
             sample.point
         )
@@ -242,7 +268,7 @@ class Model:
             "stats_stream": self.stats_stream,
             "watchers": [
                 {"name": v.name, "status": v.status, "reason": v.reason,
-                 "numprocesses": v.target, "cpu": v.cpu, "mem": v.mem,
+                 "numprocesses": v.target, "cpu": v.cpu, "mem": v.mem, "rss": v.rss,
                  "processes": [
                      {"pid": p.pid, "wid": p.wid, "user": p.user, "cpu": p.cpu,
                       "mem": p.mem, "rss": p.rss, "age": p.age_now(now)}

@@ -46,6 +46,23 @@ def percent(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f} %"
 
 
+def human_size(count: float | None) -> str:
+    if count is None:
+        return "–"
+    for unit in ("B", "K", "M", "G"):
+        if count < 1024:
+            return f"{count:.0f}{unit}" if unit == "B" else f"{count:.1f}{unit}"
+        count /= 1024
+    return f"{count:.1f}T"
+
+
+def memory(rss: float | None, mem: float | None) -> str:
+    """Resident size, with the share of the host's memory."""
+    if rss is None:
+        return percent(mem)
+    return human_size(rss) if mem is None else f"{human_size(rss)} ({mem:.1f} %)"
+
+
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "–"
@@ -211,7 +228,7 @@ def watcher_rows(model: Model, session: Session) -> str:
             f'<td class="num" data-series="{series}" data-field="cpu">'
             f"{percent(view.cpu)}</td>"
             f'<td class="num" data-series="{series}" data-field="mem">'
-            f"{percent(view.mem)}</td>"
+            f"{memory(view.rss, view.mem)}</td>"
             f'<td><canvas class="spark" data-chart="{series}" width="160" '
             'height="36" role="img" aria-label="CPU and memory, last minutes">'
             "</canvas></td>"
@@ -223,7 +240,7 @@ def watcher_rows(model: Model, session: Session) -> str:
 def overview(model: Model, session: Session, asset_version: str) -> str:
     body = (
         '<h1>Watchers</h1><p class="legend"><span class="key-cpu">CPU</span> '
-        '<span class="key-mem">memory</span> '
+        '<span class="key-mem">resident memory</span> '
         f"{stats_note(model)}</p>"
         '<table class="watchers"><thead><tr><th>Watcher</th><th>Status</th>'
         '<th class="num">Processes</th><th class="num">CPU</th>'
@@ -264,7 +281,7 @@ def summary(view: WatcherView, session: Session) -> str:
         f'<dt>CPU</dt><dd class="num" data-series="{e(view.name)}" data-field="cpu">'
         f"{percent(view.cpu)}</dd>"
         f'<dt>Memory</dt><dd class="num" data-series="{e(view.name)}" '
-        f'data-field="mem">{percent(view.mem)}</dd></dl>'
+        f'data-field="mem">{memory(view.rss, view.mem)}</dd></dl>'
         f"{action_forms(view, session, back)}"
     )
 
@@ -278,9 +295,7 @@ def process_row(view: WatcherView, process: ProcessView, now: float) -> str:
         f'<td class="num" data-series="{series}" data-field="cpu">'
         f"{percent(process.cpu)}</td>"
         f'<td class="num" data-series="{series}" data-field="mem">'
-        f"{percent(process.mem)}</td>"
-        f'<td class="num" data-series="{series}" data-field="rss">'
-        f"{e(process.rss or '–')}</td>"
+        f"{memory(process.rss, process.mem)}</td>"
         f'<td class="num" data-series="{series}" data-field="age">'
         f"{duration(process.age_now(now))}</td>"
         f'<td><canvas class="spark" data-chart="{series}" width="160" height="36" '
@@ -290,7 +305,7 @@ def process_row(view: WatcherView, process: ProcessView, now: float) -> str:
 
 def process_rows(view: WatcherView, now: float) -> str:
     if not view.processes:
-        return '<tr><td colspan="8" class="muted">No processes.</td></tr>'
+        return '<tr><td colspan="7" class="muted">No processes.</td></tr>'
     return _join(process_row(view, p, now) for p in view.processes.values())
 
 
@@ -302,14 +317,15 @@ def watcher_page(
         f'<p class="crumbs"><a href="/">All watchers</a></p>'
         f'<section id="summary">{summary(view, session)}</section>'
         f"{signal_form(view, session)}"
-        '<h2>CPU and memory</h2><p class="legend"><span class="key-cpu">CPU %</span> '
-        f'<span class="key-mem">memory %</span> {stats_note(model)}</p>'
+        '<h2>CPU and memory</h2><p class="legend"><span class="key-cpu">CPU % '
+        '(left axis)</span> <span class="key-mem">resident memory (right axis)'
+        f"</span> {stats_note(model)}</p>"
         f'<canvas class="chart" id="chart" data-chart="{e(view.name)}" width="760" '
         'height="220" role="img" aria-label="CPU and memory of this watcher">'
         "</canvas>"
         '<h2>Processes</h2><table class="processes"><thead><tr>'
         '<th class="num">PID</th><th class="num">WID</th><th>User</th>'
-        '<th class="num">CPU</th><th class="num">Memory</th><th class="num">RSS</th>'
+        '<th class="num">CPU</th><th class="num">Memory</th>'
         '<th class="num">Age</th><th>Last minutes</th></tr></thead>'
         f'<tbody id="processes">{process_rows(view, now)}</tbody></table>'
     )

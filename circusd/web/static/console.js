@@ -71,6 +71,40 @@
     return Math.ceil(value / 1000) * 1000;
   }
 
+  function niceBytes(value) {
+    let unit = 1024;
+    while (unit * 1024 < value) unit *= 1024;
+    for (const step of [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]) {
+      if (value <= step * unit) return step * unit;
+    }
+    return value;
+  }
+
+  function humanSize(count) {
+    if (count === null || count === undefined) return "–";
+    for (const unit of ["B", "K", "M", "G"]) {
+      if (count < 1024) return unit === "B" ? count.toFixed(0) + unit : count.toFixed(1) + unit;
+      count /= 1024;
+    }
+    return count.toFixed(1) + "T";
+  }
+
+  // One line per measure: CPU % on the left axis, resident memory (bytes)
+  // on the right one, each scaled to its own range.
+  function drawLine(ctx, visible, index, x, y, width) {
+    ctx.lineWidth = width;
+    ctx.beginPath();
+    let drawing = false;
+    for (const p of visible) {
+      if (p[index] === null || p[index] === undefined) { drawing = false; continue; }
+      if (drawing) ctx.lineTo(x(p[0]), y(p[index]));
+      else { ctx.moveTo(x(p[0]), y(p[index])); drawing = true; }
+    }
+    const only = visible.filter(function (p) { return p[index] !== null && p[index] !== undefined; });
+    if (only.length === 1) ctx.arc(x(only[0][0]), y(only[0][index]), 1.5, 0, 2 * Math.PI);
+    ctx.stroke();
+  }
+
   function drawChart(canvas) {
     const points = series.get(canvas.dataset.chart) || [];
     const big = canvas.classList.contains("chart");
@@ -82,53 +116,49 @@
     const ctx = canvas.getContext("2d");
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
     ctx.clearRect(0, 0, width, height);
-    const left = big ? 44 : 1, right = 1, top = big ? 8 : 2, bottom = big ? 20 : 2;
+    const left = big ? 44 : 1, right = big ? 50 : 1, top = big ? 8 : 2, bottom = big ? 20 : 2;
     const plotW = width - left - right, plotH = height - top - bottom;
     const end = serverNow(), span = big ? KEEP_SECONDS : 120, start = end - span;
     const visible = points.filter(function (p) { return p[0] >= start; });
-    let highest = 0;
+    let cpuHigh = 0, memHigh = 0;
     for (const p of visible) {
-      if (p[1] !== null) highest = Math.max(highest, p[1]);
-      if (p[2] !== null) highest = Math.max(highest, p[2]);
+      if (p[1] !== null) cpuHigh = Math.max(cpuHigh, p[1]);
+      if (p[3] !== null && p[3] !== undefined) memHigh = Math.max(memHigh, p[3]);
     }
-    const top100 = niceMax(highest * 1.1 || 1);
+    const cpuTop = niceMax(cpuHigh * 1.1 || 1), memTop = niceBytes(memHigh * 1.1 || 1024 * 1024);
     const x = function (t) { return left + ((t - start) / span) * plotW; };
-    const y = function (v) { return top + plotH - (v / top100) * plotH; };
+    const yCpu = function (v) { return top + plotH - (v / cpuTop) * plotH; };
+    const yMem = function (v) { return top + plotH - (v / memTop) * plotH; };
     if (big) {
       ctx.font = "11px system-ui, sans-serif";
-      ctx.fillStyle = COLORS.text;
       ctx.strokeStyle = COLORS.grid;
       ctx.lineWidth = 1;
       for (let i = 0; i <= 4; i++) {
-        const v = (top100 / 4) * i, yy = Math.round(y(v)) + 0.5;
+        const yy = Math.round(top + plotH - (plotH / 4) * i) + 0.5;
         ctx.beginPath(); ctx.moveTo(left, yy); ctx.lineTo(width - right, yy); ctx.stroke();
-        ctx.fillText(v + " %", 2, yy + 4);
+        ctx.fillStyle = COLORS.cpu;
+        ctx.textAlign = "left";
+        ctx.fillText((cpuTop / 4) * i + " %", 2, yy + 4);
+        ctx.fillStyle = COLORS.mem;
+        ctx.textAlign = "right";
+        ctx.fillText(humanSize((memTop / 4) * i), width - 2, yy + 4);
       }
-      for (let s = 0; s <= span; s += 60) {
-        ctx.fillText(s === 0 ? "now" : "-" + s / 60 + " min", x(end - s) - (s === 0 ? 20 : 18), height - 4);
-      }
-      if (!visible.length) {
-        ctx.fillText("waiting for statistics…", left + 8, top + 16);
-      }
+      ctx.fillStyle = COLORS.text;
+      ctx.textAlign = "center";
+      for (let s = 60; s <= span; s += 60) ctx.fillText("-" + s / 60 + " min", x(end - s), height - 4);
+      ctx.textAlign = "right";
+      ctx.fillText("now", width - right, height - 4);
+      ctx.textAlign = "left";
+      if (!visible.length) ctx.fillText("waiting for statistics…", left + 8, top + 16);
     } else {
       ctx.strokeStyle = COLORS.grid;
+      ctx.lineWidth = 1;
       ctx.strokeRect(0.5, 0.5, width - 1, height - 1);
     }
-    for (const [index, color] of [[1, COLORS.cpu], [2, COLORS.mem]]) {
-      ctx.strokeStyle = color;
-      ctx.lineWidth = big ? 2 : 1.5;
-      ctx.beginPath();
-      let drawing = false;
-      for (const p of visible) {
-        if (p[index] === null) { drawing = false; continue; }
-        if (drawing) ctx.lineTo(x(p[0]), y(p[index]));
-        else { ctx.moveTo(x(p[0]), y(p[index])); drawing = true; }
-      }
-      if (visible.length === 1 && visible[0][index] !== null) {
-        ctx.arc(x(visible[0][0]), y(visible[0][index]), 1.5, 0, 2 * Math.PI);
-      }
-      ctx.stroke();
-    }
+    ctx.strokeStyle = COLORS.mem;
+    drawLine(ctx, visible, 3, x, yMem, big ? 2 : 1.5);
+    ctx.strokeStyle = COLORS.cpu;
+    drawLine(ctx, visible, 1, x, yCpu, big ? 2 : 1.5);
     canvas.dataset.points = String(visible.length);
   }
 
@@ -156,6 +186,11 @@
     return value === null || value === undefined ? "–" : value.toFixed(1) + " %";
   }
 
+  function memory(rss, mem) {
+    if (rss === null || rss === undefined) return percent(mem);
+    return mem === null || mem === undefined ? humanSize(rss) : humanSize(rss) + " (" + mem.toFixed(1) + " %)";
+  }
+
   function duration(seconds) {
     if (seconds === null || seconds === undefined) return "–";
     let s = Math.floor(seconds);
@@ -171,8 +206,7 @@
   function updateCells(sample) {
     const text = {
       cpu: percent(sample.cpu),
-      mem: percent(sample.mem),
-      rss: sample.rss || "–",
+      mem: memory(sample.rss, sample.mem),
       age: duration(sample.age),
     };
     document.querySelectorAll("[data-series]").forEach(function (cell) {
@@ -217,7 +251,7 @@
     });
     source.addEventListener("stat", function (event) {
       const sample = JSON.parse(event.data);
-      addPoint(sample.series, [sample.t, sample.cpu, sample.mem]);
+      addPoint(sample.series, [sample.t, sample.cpu, sample.mem, sample.rss]);
       updateCells(sample);
       drawSeries(sample.series);
     });
