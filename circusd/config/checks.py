@@ -91,6 +91,19 @@ def is_loopback(host: str) -> bool:
     return False
 
 
+def networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Addresses or networks, separated by commas or spaces."""
+    found = []
+    for item in value.replace(",", " ").split():
+        try:
+            found.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueProblem(
+                f"invalid address {item!r}: expected an IP address or network"
+            ) from None
+    return tuple(found)
+
+
 def udp_endpoint(value: str) -> str:
     host, colon, port = value.removeprefix("udp://").rpartition(":")
     if not value.startswith("udp://") or not colon or not host or not _is_port(port):

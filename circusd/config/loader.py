@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from circusd.config import checks
+from circusd.config.httpd import with_console
 from circusd.config.interpolate import Scope
 from circusd.config.located import at, error, expand_entry, unknown_key
 from circusd.config.model import CircusConfig, Config, PluginConfig, SocketConfig
@@ -66,7 +67,7 @@ def load(path: str, environ: Mapping[str, str] | None = None) -> Config:
     check_env_patterns(context, [name for name, _ in layout.watchers])
     watchers = [watcher(name, s, context) for name, s in layout.watchers]
     plugins = [_plugin(name, s, scope) for name, s in layout.plugins]
-    return Config(
+    config = Config(
         circus=_circus(layout.circus, scope, base),
         watchers=tuple(sorted(watchers, key=lambda w: w.name)),
         sockets=tuple(sorted(sockets, key=lambda s: s.name)),
@@ -74,6 +75,7 @@ def load(path: str, environ: Mapping[str, str] | None = None) -> Config:
         path=path,
         environ=env,
     )
+    return with_console(config, environ)
 
 
 # -- sections -----------------------------------------------------------------
@@ -228,11 +230,12 @@ def _circus_value(key: str, value: Any, base: str) -> Any:
         return checks.log_level(value)
     if key == "endpoint_owner":
         checks.user(value)
-    if key == "httpd" and value:
-        raise ValueProblem(
-            "the web console is not available yet in circusd; remove httpd or "
-            "set it to false"
-        )
+    if key in ("httpd_users", "httpd_certfile", "httpd_keyfile"):
+        return checks.absolute(base, value)
+    if key == "httpd_user":
+        checks.user(value)
+    if key == "httpd_trusted_proxies":
+        checks.networks(value)
     if key == "loggerconfig":
         raise ValueProblem(
             "not supported: circusd sets up its own logging; use loglevel and "

@@ -118,8 +118,13 @@ class CircusConfig:
     check_delay: float = 5.0
     warmup_delay: float = 0.0
     httpd: bool = False
-    httpd_host: str = "localhost"
+    httpd_host: str = "127.0.0.1"
     httpd_port: int = 8080
+    httpd_user: str | None = None
+    httpd_users: str | None = None
+    httpd_certfile: str | None = None
+    httpd_keyfile: str | None = None
+    httpd_trusted_proxies: str | None = None
     debug: bool = False
     debug_gc: bool = False
     pidfile: str | None = None

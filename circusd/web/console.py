@@ -35,7 +35,7 @@ class Console:
         self.link = DaemonLink(settings.endpoint, settings.timeout)
         self.model = Model()
         self.hub = Hub()
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._wanted: set[str] | None = set()  # None: every watcher
         self._waiters: list[asyncio.Future[None]] = []
         self._wake = asyncio.Event()
@@ -51,13 +51,17 @@ class Console:
         self._spawn(self._connect())
 
     def _spawn(self, job: Coroutine[Any, Any, None]) -> None:
-        self._tasks.append(asyncio.create_task(job))
+        task = asyncio.create_task(job)
+        task.add_done_callback(_report_failure)
+        task.add_done_callback(self._tasks.discard)
+        self._tasks.add(task)
 
     async def stop(self) -> None:
         self.hub.close_all()
-        for task in self._tasks:
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.link.close()
@@ -228,3 +232,10 @@ class Console:
         name = properties.get("name")
         self.request({name} if isinstance(name, str) else None)
         return reply
+
+
+def _report_failure(task: asyncio.Task[Any]) -> None:
+    """A background task that ends by an error leaves a part of the console
+    dead: say so loudly instead of dropping the exception."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("console task failed: %s", task.get_name(), exc_info=task.exception())

@@ -95,7 +95,9 @@ class Feed:
         retried with a growing delay; after that ZeroMQ reconnects by
         itself. ``on_connect`` runs once connected (what was published
         before is lost, so the caller refreshes what it knows)."""
-        context = zmq.asyncio.Context.shadow(zmq.Context.instance())
+        # The address of the shared context: pyzmq 24 (Debian 12) cannot
+        # shadow a Context object, only its address.
+        context = zmq.asyncio.Context.shadow(zmq.Context.instance().underlying)
         parsed = parse_endpoint(self.endpoint)
         delay = RETRY_FIRST
         while True:

@@ -11,7 +11,8 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
-from circusd.errors import CircusdError
+from circusd.config import checks
+from circusd.errors import CircusdError, ValueProblem
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -41,24 +42,14 @@ class Settings:
 
 def parse_proxies(text: str) -> tuple[Network, ...]:
     """Addresses or networks, separated by commas or spaces."""
-    found = []
-    for item in text.replace(",", " ").split():
-        try:
-            found.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise SettingsError(
-                f"invalid trusted proxy {item!r}: expected an IP address or network"
-            ) from None
-    return tuple(found)
+    try:
+        return checks.networks(text)
+    except ValueProblem as exc:
+        raise SettingsError(f"invalid trusted proxy: {exc}") from None
 
 
 def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    return checks.is_loopback(host)
 
 
 def check(settings: Settings, bound: socket.socket | None = None) -> None:
