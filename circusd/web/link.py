@@ -60,7 +60,8 @@ class DaemonLink:
         return await loop.run_in_executor(self._pool, send)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        """Drop queued calls; one in flight ends within its timeout."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             for client in self._clients:
                 client.close()
