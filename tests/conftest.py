@@ -155,6 +155,7 @@ def start_daemon(workdir: Path) -> Iterator[Callable[..., Daemon]]:
         env: dict[str, str] | None = None,
         args: tuple[str, ...] = (),
         ready: bool = True,
+        python: str = sys.executable,
     ) -> Daemon:
         config = write_config(workdir, ini)
         notify_path = workdir / "notify.sock"
@@ -167,7 +168,7 @@ def start_daemon(workdir: Path) -> Iterator[Callable[..., Daemon]]:
         environment.pop("JOURNAL_STREAM", None)
         with log.open("wb") as output:
             process = subprocess.Popen(
-                [*CIRCUSD, str(config), "--log-level", "debug", *args],
+                [python, *CIRCUSD[1:], str(config), "--log-level", "debug", *args],
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 env=environment,

@@ -111,3 +111,39 @@ class Http:
         form = {"csrf": self.csrf("/"), **fields}
         headers = self.same_origin({"Accept": "application/json"})
         return self.post(f"/watchers/{watcher}/{action}", form, headers=headers)
+
+
+class EventStream:
+    """``GET /events`` read as server-sent events, each within ``timeout``."""
+
+    def __init__(self, http: Http, path: str, timeout: float = 10.0) -> None:
+        self._connection = http._connection()
+        self._connection.timeout = timeout
+        cookie = "; ".join(f"{k}={v}" for k, v in http.cookies.items())
+        self._connection.request("GET", path, headers={"Cookie": cookie})
+        self.response = self._connection.getresponse()
+
+    def next(self) -> tuple[str, str]:
+        """The next event's name and data (comments and retry lines skipped)."""
+        name, data = "message", []
+        while True:
+            line = self.response.readline().decode()
+            if not line:
+                raise EOFError("the event stream ended")
+            line = line.rstrip("\n")
+            if line == "" and data:
+                return name, "\n".join(data)
+            if line.startswith("event: "):
+                name = line[len("event: ") :]
+            elif line.startswith("data: "):
+                data.append(line[len("data: ") :])
+
+    def until(self, wanted: str, test: Any = lambda data: True) -> Any:
+        """Events until one named ``wanted`` whose JSON data passes ``test``."""
+        while True:
+            name, data = self.next()
+            if name == wanted and test(json.loads(data)):
+                return json.loads(data)
+
+    def close(self) -> None:
+        self._connection.close()
