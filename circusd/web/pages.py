@@ -174,7 +174,7 @@ def action_forms(view: WatcherView, session: Session, back: str) -> str:
             f'<form method="post" action="{e(watcher_url(view.name))}/{action}" '
             f'class="action">{csrf_field(session)}'
             f'<input type="hidden" name="back" value="{e(back)}">'
-            f'<button type="submit" name="action" value="{action}" '
+            f'<button type="submit" '
             f'data-action="{action}" title="{e(title)}">'
             f"{ACTION_LABELS[action]}</button></form>"
         )

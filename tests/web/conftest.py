@@ -15,6 +15,7 @@ The console runs in one of two ways:
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,9 +33,19 @@ from tests.conftest import REPO, Daemon, ServiceUser, wait_for
 from tests.web.client import Http
 
 DEBIAN_PYTHON = "/usr/bin/python3"
+ARTIFACTS = REPO / "test-artifacts" / "browser"  # screenshots (gitignored)
 PASSWORD = "correct horse battery staple"
 READER_PASSWORD = "read only but long enough"
 START_TIMEOUT = 15.0
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if ARTIFACTS.is_dir() and any(ARTIFACTS.iterdir()):
+        terminalreporter.write_line(f"browser screenshots: {ARTIFACTS}")
 
 
 def debian_aiohttp() -> str | None:

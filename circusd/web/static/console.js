@@ -43,7 +43,8 @@
     const buttons = form.querySelectorAll("button");
     buttons.forEach(function (b) { b.disabled = true; });
     try {
-      const response = await fetch(form.action, {
+      // getAttribute: form.action would be any field named "action".
+      const response = await fetch(form.getAttribute("action"), {
         method: "POST",
         body: body,
         headers: { Accept: "application/json" },
