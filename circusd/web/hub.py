@@ -14,6 +14,12 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 QUEUE = 512
+MAX_PAGES = 256  # open pages in all
+MAX_PAGES_PER_SESSION = 16
+
+
+class Full(Exception):
+    """Too many open pages (event streams); the text says which limit."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,12 @@ class Hub:
         return len(self._subscriptions)
 
     def subscribe(self, watcher: str | None, session_id: str) -> Subscription:
+        """Raises Full when the console or the session has too many pages open."""
+        if len(self._subscriptions) >= MAX_PAGES:
+            raise Full(f"too many open pages ({MAX_PAGES}) on this console")
+        mine = sum(1 for s in self._subscriptions if s.session_id == session_id)
+        if mine >= MAX_PAGES_PER_SESSION:
+            raise Full(f"too many open pages ({MAX_PAGES_PER_SESSION}) in this session")
         subscription = Subscription(watcher, session_id)
         self._subscriptions.add(subscription)
         return subscription

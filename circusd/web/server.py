@@ -4,11 +4,13 @@ circusd), TLS, and a clean stop on SIGTERM or SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import signal
 import socket
 import ssl
+from typing import Any
 
 from aiohttp import web
 
@@ -50,7 +52,9 @@ async def serve(settings: Settings) -> None:
     )
     console = Console(settings)
     web_console = WebConsole(settings, users, console, loopback_only)
-    runner = web.AppRunner(web_console.application(), access_log=None)
+    runner = web.AppRunner(
+        web_console.application(), access_log=None, **_runner_options()
+    )
     await runner.setup()
     site: web.BaseSite
     if sock is not None:
@@ -72,6 +76,17 @@ async def serve(settings: Settings) -> None:
         await runner.cleanup()
         await console.stop()
     log.info("circushttpd stopped pid=%d", os.getpid())
+
+
+def _runner_options() -> dict[str, Any]:
+    """Cancel a handler when its browser goes away (aiohttp 3.9 and later
+    ask for it), so a closed page frees its event stream at once; with
+    aiohttp 3.8 that happens at the stream's next write (a keepalive at
+    the latest)."""
+    parameters = inspect.signature(web.Server.__init__).parameters
+    return (
+        {"handler_cancellation": True} if "handler_cancellation" in parameters else {}
+    )
 
 
 async def _until_stopped() -> None:

@@ -14,7 +14,7 @@ from circusd.web import pages
 from circusd.web.assets import load_assets
 from circusd.web.console import Console
 from circusd.web.gate import Form, Gate, safe_path, see_other, wants_json
-from circusd.web.hub import Changed, Problem, Stat
+from circusd.web.hub import Changed, Full, Problem, Stat
 from circusd.web.passwords import Role, UserStore
 from circusd.web.security import Client, response_headers
 from circusd.web.sessions import Session
@@ -195,11 +195,14 @@ class WebConsole:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
         )
-        await response.prepare(request)
         hub = self.console.hub
-        subscription = hub.subscribe(watcher, session.id)
+        try:
+            subscription = hub.subscribe(watcher, session.id)
+        except Full as exc:
+            return self.gate.refuse(request, 503, str(exc))
         model = self.console.model
         try:
+            await response.prepare(request)
             await response.write(b"retry: 2000\n\n")
             await _send(response, "hello", {"now": model.clock()})
             await _send(

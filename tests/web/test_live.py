@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_for
 from tests.web.client import EventStream
 from tests.web.conftest import PASSWORD
 
@@ -93,3 +94,29 @@ def test_a_page_opened_later_gets_the_history(http) -> None:
         assert history["web"] and len(history["web"][0]) == 4  # t, cpu, mem, rss
     finally:
         later.close()
+
+
+def test_one_session_cannot_open_pages_without_end(http) -> None:
+    from circusd.web.hub import MAX_PAGES_PER_SESSION
+
+    streams = [EventStream(http, "/events") for _ in range(MAX_PAGES_PER_SESSION)]
+    try:
+        for stream in streams:
+            stream.until("hello")
+        extra = EventStream(http, "/events")
+        assert extra.response.status == 503
+        assert "too many open pages" in extra.response.read().decode()
+        extra.close()
+        streams.pop().close()
+
+        def reopened() -> bool:
+            # The console notices the closed page at once (aiohttp 3.9+) or
+            # at that stream's next message (3.8: a statistic each second).
+            again = EventStream(http, "/events")
+            again.close()
+            return again.response.status == 200
+
+        wait_for(reopened, 5, "a page to be allowed again")
+    finally:
+        for stream in streams:
+            stream.close()
