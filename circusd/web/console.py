@@ -26,6 +26,9 @@ from circusd.web.settings import Settings
 log = logging.getLogger(__name__)
 
 COALESCE = 0.02  # events this close together share one refresh
+# At most two refreshes a second: each costs circusd a process sample, and
+# a crash-looping watcher sends events as fast as it dies.
+MIN_INTERVAL = 0.5
 _WHOLE = frozenset({"add", "remove"})
 
 
@@ -41,6 +44,8 @@ class Console:
         self._wake = asyncio.Event()
         self._retry = RETRY_FIRST
         self._stats: Feed | None = None
+        self._subscribed = False  # to the event stream
+        self._refreshed_once = False  # everything, since subscribing
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -97,11 +102,16 @@ class Console:
     async def _follow(self, feed: Feed, handle: Callable[[Event], None]) -> None:
         # Messages sent before the subscription reached circusd are lost:
         # refresh everything once it is in place.
-        async for event in feed.messages(lambda: self.request()):
+        async for event in feed.messages(lambda: self._on_subscribed(feed)):
             try:
                 handle(event)
             except Exception:
                 log.exception("bad message topic=%s", event.topic)
+
+    def _on_subscribed(self, feed: Feed) -> None:
+        if "watcher." in feed.topics:
+            self._subscribed = True
+        self.request()
 
     # -- events in -----------------------------------------------------------------
 
@@ -136,10 +146,19 @@ class Console:
         """Bring everything up to date now (a page is being loaded)."""
         await self.request()
 
+    @property
+    def current(self) -> bool:
+        """Whether events keep the model up to date: circusd answered the
+        last refresh and the event stream is subscribed."""
+        return self._refreshed_once and self.model.problem is None
+
     async def _refresher(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = -MIN_INTERVAL
         while True:
             await self._wake.wait()
-            await asyncio.sleep(COALESCE)
+            await asyncio.sleep(max(COALESCE, last + MIN_INTERVAL - loop.time()))
+            last = loop.time()
             self._wake.clear()
             wanted, self._wanted = self._wanted, set()
             waiters, self._waiters = self._waiters, []
@@ -150,6 +169,7 @@ class Console:
                 self._spawn(self._retry_later())
             else:
                 self._reachable()
+                self._refreshed_once |= wanted is None and self._subscribed
             finally:
                 for waiter in waiters:
                     if not waiter.done():

@@ -81,6 +81,10 @@ class Feed:
         self._topics = set(topics)
         self._socket: zmq.asyncio.Socket | None = None
 
+    @property
+    def topics(self) -> frozenset[str]:
+        return frozenset(self._topics)
+
     def subscribe(self, topics: set[str]) -> None:
         if self._socket is not None:
             for topic in topics - self._topics:

@@ -69,8 +69,14 @@ class WebConsole:
     # -- pages ---------------------------------------------------------------------
 
     async def _refreshed(self) -> None:
-        """Bring the model up to date for a page, within a bound: a page
-        from slightly old data beats no page while circusd is slow."""
+        """A model fit for a page. While events keep it current, the page
+        is served at once and a refresh is asked for anyway (its result
+        reaches the open page live), so a lost event heals at the next page
+        load. Otherwise wait for one, within a bound: a page from slightly
+        old data beats no page while circusd is slow."""
+        if self.console.current:
+            self.console.request()
+            return
         try:
             await asyncio.wait_for(
                 asyncio.shield(self.console.refresh()), PAGE_REFRESH_TIMEOUT
