@@ -36,6 +36,9 @@ from circusd.web.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
+# Password checks waiting or running; beyond, logins are refused for a
+# moment instead of queueing CPU and memory work without bound.
+MAX_CHECKING = 8
 _BACK = re.compile(r"/(watchers/[^/?#\\]+)?")
 
 Form = MultiDictProxy[Any]
@@ -82,6 +85,7 @@ class Gate:
         self.throttle = Throttle()
         # Password checks cost real CPU and memory: at most two at a time.
         self._hashing = ThreadPoolExecutor(2, thread_name_prefix="scrypt")
+        self._checking = 0  # logins waiting for or in a password check
 
     def close(self) -> None:
         self._hashing.shutdown(wait=False)
@@ -119,7 +123,11 @@ class Gate:
         except UsersFileError as exc:
             log.error("users file unusable, every session refused: %s", exc)
             return False
-        if user is None or user.hash != session.password_hash:
+        if (
+            user is None
+            or user.hash != session.password_hash
+            or user.role.value != session.role
+        ):
             self._end(session)
             return False
         return True
@@ -259,14 +267,27 @@ class Gate:
                 session, "Logins are unavailable: the users file cannot be read.",
                 next_path, 503,
             )  # fmt: skip
-        loop = asyncio.get_running_loop()
-        if not await loop.run_in_executor(self._hashing, check_login, user, password):
-            self.throttle.failed(keys)
+        if self._checking >= MAX_CHECKING:
+            log.warning("login refused, busy user=%r address=%s", name, client.address)
+            return self._login_again(
+                session, "Too many logins at once: try again.", next_path, 503
+            )
+        stamp = self.throttle.failed(keys)
+        self._checking += 1
+        try:
+            loop = asyncio.get_running_loop()
+            right = await loop.run_in_executor(
+                self._hashing, check_login, user, password
+            )
+        finally:
+            self._checking -= 1
+        if not right:
             log.warning("login failed user=%r address=%s", name, client.address)
             return self._login_again(
                 session, "Wrong user name or password.", next_path, 401
             )
         assert user is not None
+        self.throttle.forgive(keys, stamp)
         self.throttle.succeeded(f"user:{name}")
         self._end(session)
         session = self.sessions.login(user.name, user.role.value, user.hash)

@@ -1,7 +1,8 @@
 """Login throttling: too many failures from one address or for one user name
 within a window refuse further attempts until the oldest failure is old
 enough. Checked before the password is, so a locked-out guesser costs no
-scrypt work."""
+scrypt work; an attempt counts as failed until its password is found right,
+so parallel attempts cannot slip through together."""
 
 from __future__ import annotations
 
@@ -46,7 +47,11 @@ class Throttle:
                 longest = max(longest, times[0] + self.window - now)
         return longest
 
-    def failed(self, keys: Iterable[str]) -> None:
+    def failed(self, keys: Iterable[str]) -> float:
+        """Count a failure for each key; returns its time, for ``forgive``.
+
+        Count an attempt as failed before checking the password, so that
+        attempts sent in parallel cannot all pass ``wait`` first."""
         now = self._clock()
         for key in keys:
             times = self._recent(key, now)
@@ -56,6 +61,14 @@ class Throttle:
                 self._failures[key] = times
             times.append(now)
             self._failures.move_to_end(key)
+        return now
+
+    def forgive(self, keys: Iterable[str], stamp: float) -> None:
+        """Take back a failure counted at ``stamp`` (the password was right)."""
+        for key in keys:
+            times = self._failures.get(key)
+            if times is not None and stamp in times:
+                times.remove(stamp)
 
     def succeeded(self, key: str) -> None:
         self._failures.pop(key, None)

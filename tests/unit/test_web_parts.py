@@ -68,6 +68,17 @@ def test_a_success_clears_the_user_but_not_the_address() -> None:
     assert throttle.wait(["address:10.0.0.1"]) > 0
 
 
+def test_a_right_password_takes_back_its_attempt() -> None:
+    throttle = Throttle(clock=Clock())
+    keys = ["address:10.0.0.1", "user:alice"]
+    for _ in range(MAX_FAILURES - 1):
+        throttle.failed(keys)
+    stamp = throttle.failed(keys)  # counted before the check
+    assert throttle.wait(keys) > 0
+    throttle.forgive(keys, stamp)
+    assert throttle.wait(keys) == 0
+
+
 # -- sessions -----------------------------------------------------------------------
 
 

@@ -292,6 +292,25 @@ def test_login_is_rate_limited(console) -> None:
     assert "Too many failed logins" in reply.body
 
 
+def test_parallel_guesses_are_limited_too(console) -> None:
+    """Guesses sent all at once cannot all pass the limit before the first
+    one is found wrong."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    clients = [console.http() for _ in range(12)]
+    tokens = [client.csrf("/login") for client in clients]
+
+    def guess(index: int) -> int:
+        client = clients[index]
+        form = {"csrf": tokens[index], "username": f"g{index}", "password": "wrong"}
+        return client.post("/login", form, headers=client.same_origin()).status
+
+    with ThreadPoolExecutor(12) as pool:
+        statuses = list(pool.map(guess, range(12)))
+    assert statuses.count(401) <= 5, statuses
+    assert set(statuses) <= {401, 429, 503}, statuses
+
+
 def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(console) -> None:
     """Changing X-Forwarded-For does not buy new attempts: the address
     counted is the connection's, since no proxy is trusted."""
