@@ -4,19 +4,16 @@ with ``tmux capture-pane``)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import shutil
 import subprocess
 import time
-import uuid
-from collections.abc import Iterator
 
 import pytest
 
 from tests.compat.conftest import PEER_BIN, wait_for_peer
 from tests.conftest import Daemon, wait_for
+from tests.terminal import terminal
 
 pytestmark = [pytest.mark.compat, pytest.mark.timeout(90)]
 
@@ -92,33 +89,6 @@ def test_circus_stats_client_reads_every_kind_of_message(daemon: Daemon) -> None
     assert names == {"circusd", "circusd-stats"}
 
 
-@contextlib.contextmanager
-def tmux(command: list[str]) -> Iterator[tuple[str, str]]:
-    """A private tmux server running ``command`` in a 120x40 window."""
-    if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed")
-    server, session = f"cd-{uuid.uuid4().hex[:8]}", "top"
-    subprocess.run(
-        ["tmux", "-L", server, "new-session", "-d", "-s", session,
-         "-x", "120", "-y", "40", *command],
-        check=True, timeout=10,
-    )  # fmt: skip
-    try:
-        yield server, session
-    finally:
-        subprocess.run(["tmux", "-L", server, "kill-server"], timeout=10)
-
-
-def screen(server: str, session: str) -> str:
-    done = subprocess.run(
-        ["tmux", "-L", server, "capture-pane", "-p", "-t", session],
-        capture_output=True,
-        text=True,
-        timeout=10,
-    )
-    return done.stdout
-
-
 def test_circus_top_shows_circusd_watchers_processes_and_sockets(
     daemon: Daemon,
 ) -> None:
@@ -129,10 +99,10 @@ def test_circus_top_shows_circusd_watchers_processes_and_sockets(
         f"ipc://{daemon.directory}/stats.sock",
     ]
 
-    with tmux(command) as (server, session):
+    with terminal(command) as pane:
         first = wait_for(
             lambda: (
-                (text := screen(server, session))
+                (text := pane.screen())
                 and all(str(pid) in text for pid in sleepers)
                 and "127.0.0.1:" in text
                 and text
@@ -141,7 +111,7 @@ def test_circus_top_shows_circusd_watchers_processes_and_sockets(
             what="circus-top to show the sleepers and the socket",
         )
         time.sleep(2.2)
-        second = screen(server, session)
+        second = pane.screen()
 
     assert first.startswith("Circus Top")
     for name in ("burner", "circus", "sleepers", "sockets"):
