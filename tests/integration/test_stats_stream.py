@@ -304,3 +304,22 @@ def test_status_answers_quickly_while_the_stream_samples_many_processes(
     assert published > 400  # the stream kept going meanwhile
     assert statistics.median(samples) < 0.05, statistics.median(samples)
     assert max(samples) < 0.5, max(samples)
+
+
+def test_a_socket_added_by_reload_appears_in_the_stream(start_daemon, workdir):
+    watcher = "[watcher:w]\ncmd = sleep 600\n"
+    daemon = start_daemon(stats_config(workdir, watcher))
+    config = daemon.config.read_text()
+    daemon.config.write_text(config + "\n[socket:added]\nhost = 127.0.0.1\nport = 0\n")
+    daemon.ok("reloadconfig", waiting=True)
+    (added,) = daemon.ok("listsockets")["sockets"]
+
+    sock = subscriber(f"ipc://{workdir}/stats.sock", "stat.sockets")
+    try:
+        messages = receive(sock, 10, lambda m: any(t == "stat.sockets" for t, *_ in m))
+    finally:
+        sock.close()
+
+    summary = next(d for t, d, _ in messages if t == "stat.sockets")
+    assert summary["addresses"] == [f"127.0.0.1:{added['port']}"]
+    assert "sockets changed, restarting circusd-stats" in daemon.output()
