@@ -284,8 +284,8 @@ class MetricsService:
         process.returncode = os.waitstatus_to_exitcode(status)
         self._process = None
         self._close_pipes()
-        if self._stopping:
-            return
+        if self._stopping or (self._arbiter is not None and self._arbiter.stopping):
+            return  # circusd is ending: no new helper
         uptime = asyncio.get_running_loop().time() - self._started
         if process.returncode == 0 or process.returncode == -signal.SIGTERM:
             uptime = max(uptime, 60.0)  # asked to restart: not a crash

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -144,3 +145,28 @@ def test_top_says_what_to_set_when_the_daemon_publishes_no_statistics(start_daem
         "circusctl: error: the daemon publishes no statistics: set statsd = "
         "true (or stats_endpoint) in its [circus] section\n"
     )
+
+
+def ipv6_loopback_port() -> int:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+            return int(probe.getsockname()[1])
+    except OSError:
+        pytest.skip("no IPv6 loopback on this host")
+
+
+def test_top_reads_a_stats_endpoint_on_ipv6_loopback(start_daemon):
+    port = ipv6_loopback_port()
+    daemon = start_daemon(
+        CONFIG.replace(
+            "stats_endpoint = ipc://{dir}/stats.sock",
+            f"stats_endpoint = tcp://[::1]:{port}",
+        )
+    )
+
+    result = run_top(daemon, "--json", "top", "--iterations", "2")
+
+    assert result.returncode == 0, result.stderr
+    last = json.loads(result.stdout.splitlines()[-1])
+    assert len(last["watchers"]["sleepers"]["processes"]) == 2
