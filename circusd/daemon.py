@@ -288,6 +288,7 @@ class Daemon:
         except Exception:
             self.systemd.reloaded(problem="internal error, see the log")
             raise
+        self.metrics.changed()  # sockets may have changed, which no event says
         self.systemd.reloaded()
 
     async def restart_all(self) -> None:

@@ -484,9 +484,9 @@ CIRCUS_OPTIONS = _table(
         "stats_endpoint",
         v.optional_text,
         None,
-        "Statistics endpoint (ZeroMQ PUB), served while `statsd` is true; "
-        "setting it turns `statsd` on unless `statsd` is set too. Default "
-        "with `statsd = true`: tcp://127.0.0.1:5557.",
+        "Statistics endpoint (ZeroMQ PUB), served while `statsd` is true "
+        "(see docs/monitoring.md). Default with `statsd = true`: "
+        "tcp://127.0.0.1:5557.",
     ),
     Option(
         "multicast_endpoint",

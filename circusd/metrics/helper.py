@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 
@@ -88,7 +89,7 @@ async def run(args: argparse.Namespace) -> int:
                 continue
             sampler.keep_only(
                 {p.pid for w in latest.snapshot.watchers for p in w.processes}
-                | {latest.snapshot.daemon_pid}
+                | {latest.snapshot.daemon_pid, os.getpid()}
             )
     finally:
         for task in tasks:

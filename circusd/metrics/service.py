@@ -91,6 +91,18 @@ def tcp_listener(host: str, port: int, backlog: int = 128) -> socket.socket:
     return sock
 
 
+def abstract_listener(name: str, backlog: int = 128) -> socket.socket:
+    """A unix socket listening in the abstract namespace (``ipc://@name``)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind("\0" + name)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def tcp_endpoint(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
@@ -148,7 +160,6 @@ class MetricsService:
         self._policy = RestartPolicy(max_retry=-1)
         self._started = 0.0
         self._stopping = False
-        self.on_exit: Callable[[], None] | None = None  # tests and logs
 
     @property
     def enabled(self) -> bool:
@@ -161,30 +172,35 @@ class MetricsService:
         (files to remove at exit) before it exists. Raises OSError or
         ConfigError."""
         circus = self._circus
-        endpoint = circus.stats_endpoint if circus.statsd else None
-        if endpoint is not None:
-            passed = self._context.passed_fd(endpoint)
-            if passed is not None:
-                self._stats = socket.socket(fileno=os.dup(passed))
-                self.stats_endpoint = endpoint
-            elif endpoint.startswith("ipc://"):
-                path = endpoint[len("ipc://") :]
-                if not path.startswith("@"):
-                    claim_ipc_path(path)
-                    created.append(path)
-                self._stats = self._guard.listening_socket(path)
-                self.stats_endpoint = endpoint
-            else:
-                host, _, port = endpoint[len("tcp://") :].rpartition(":")
-                self._stats = tcp_listener(host, 0 if port == "*" else int(port))
-                self.stats_endpoint = (
-                    tcp_endpoint(self._stats) if port == "*" else endpoint
-                )
+        if circus.statsd and circus.stats_endpoint is not None:
+            self._stats = self._bind_stats(
+                circus.stats_endpoint, claim_ipc_path, created
+            )
         if circus.prometheus_endpoint is not None:
             host, _, port = circus.prometheus_endpoint.rpartition(":")
             self._prometheus = tcp_listener(host, int(port))
 
-    def served_endpoint_for_zmq(self) -> str | None:
+    def _bind_stats(
+        self, endpoint: str, claim_ipc_path: Callable[[str], None], created: list[str]
+    ) -> socket.socket:
+        self.stats_endpoint = endpoint
+        passed = self._context.passed_fd(endpoint)
+        if passed is not None:
+            return socket.socket(fileno=os.dup(passed))  # systemd's, as it is
+        if endpoint.startswith("ipc://@"):
+            return abstract_listener(endpoint[len("ipc://@") :])
+        if endpoint.startswith("ipc://"):
+            path = endpoint[len("ipc://") :]
+            claim_ipc_path(path)
+            created.append(path)
+            return self._guard.listening_socket(path)
+        host, _, port = endpoint[len("tcp://") :].rpartition(":")
+        sock = tcp_listener(host, 0 if port == "*" else int(port))
+        if port == "*":
+            self.stats_endpoint = tcp_endpoint(sock)
+        return sock
+
+    def _zmq_endpoint(self) -> str | None:
         """The address the helper binds with ZMQ_USE_FD."""
         if self._stats is None or self.stats_endpoint is None:
             return None
@@ -205,7 +221,7 @@ class MetricsService:
         argv = [sys.executable, "-m", "circusd.metrics.helper"]
         argv += ["--log-level", logging.getLevelName(log.getEffectiveLevel()).lower()]
         fds: list[int] = []
-        zmq_endpoint = self.served_endpoint_for_zmq()
+        zmq_endpoint = self._zmq_endpoint()
         if self._stats is not None and zmq_endpoint is not None:
             argv += ["--stats", str(self._stats.fileno()), zmq_endpoint]
             fds.append(self._stats.fileno())
@@ -284,8 +300,8 @@ class MetricsService:
         process.returncode = os.waitstatus_to_exitcode(status)
         self._process = None
         self._close_pipes()
-        if self._stopping:
-            return
+        if self._stopping or (self._arbiter is not None and self._arbiter.stopping):
+            return  # circusd is ending: no new helper
         uptime = asyncio.get_running_loop().time() - self._started
         if process.returncode == 0 or process.returncode == -signal.SIGTERM:
             uptime = max(uptime, 60.0)  # asked to restart: not a crash

@@ -113,14 +113,14 @@ class StatsStream:
             self._interest.update(message)
             self._reads.watch(self._interest.wants(SOCKETS))
             if self._interest and self._timer is None:
-                log.info("subscriber arrived, publishing every %.0fs", PERIOD)
+                log.debug("subscriber arrived, publishing every %.0fs", PERIOD)
                 # CPU is measured from here: a baseline kept from a sample
                 # long ago would show an average over the idle time instead.
                 self._sampler.keep_only(set())
                 self._next = time.monotonic()
                 self._tick()
             elif not self._interest and self._timer is not None:
-                log.info("no subscriber left, publishing stopped")
+                log.debug("no subscriber left, publishing stopped")
                 self._timer.cancel()
                 self._timer = None
 
