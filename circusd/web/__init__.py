@@ -4,8 +4,10 @@ so it has exactly the rights of the uid it runs as.
 
 ``settings`` (where it listens), ``passwords`` (the users file),
 ``sessions`` and ``throttle`` (logins), ``security`` (request checks and
-headers), ``link`` (circusd's endpoints), ``model`` and ``console`` (what is
+headers), ``gate`` (the checks every route goes through, logging in and
+out), ``link`` (circusd's endpoints), ``model`` and ``console`` (what is
 known about the watchers, kept current by events), ``hub`` (fan-out to open
-pages), ``pages`` (HTML), ``views`` (routes), ``server`` (running it).
-The command line is ``circusd.cli.httpd``.
+pages), ``pages`` (HTML), ``assets`` (the script, style sheet and icon),
+``views`` (the other routes), ``server`` (running it). The command line is
+``circusd.cli.httpd``; docs/web.md is the user's guide.
 """

@@ -68,6 +68,8 @@ def _text(value: object) -> str | None:
 
 
 class Gate:
+    """Sessions, logins and the checks; ``page`` and ``form`` wrap handlers."""
+
     def __init__(
         self,
         settings: Settings,
@@ -162,9 +164,7 @@ class Gate:
             return self.refuse(request, 400, problem)
         return client
 
-    def page(
-        self, handler: PageHandler, login: bool = True
-    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def page(self, handler: PageHandler, login: bool = True) -> Handler:
         async def checked(request: web.Request) -> web.StreamResponse:
             client = self._checked_client(request)
             if isinstance(client, web.Response):
@@ -179,9 +179,7 @@ class Gate:
 
         return checked
 
-    def form(
-        self, handler: FormHandler, login: bool = True
-    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def form(self, handler: FormHandler, login: bool = True) -> Handler:
         async def checked(request: web.Request) -> web.StreamResponse:
             client = self._checked_client(request)
             if isinstance(client, web.Response):
