@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ServiceUser, wait_for
-from tests.web.client import Http
+from tests.web.client import EventStream, Http
 from tests.web.conftest import (
     PASSWORD,
     READER_PASSWORD,
@@ -215,10 +215,16 @@ def test_a_read_only_circusd_policy_refusal_is_shown(
     daemon = start_daemon(
         f"[circus]\nendpoint = ipc://{workdir}/ctl.sock\n"
         f"pubsub_endpoint = ipc://{workdir}/pub.sock\n"
+        f"stats_endpoint = ipc://{workdir}/stats.sock\n"
         f"readonly_group = {reader.group}\n" + WATCHERS
     )
     http = logged_in(start_console(daemon, reader))
     assert 'data-status="active"' in http.get("/").body  # it may read
+    stream = EventStream(http, "/events?watcher=web")
+    try:
+        assert stream.until("stat")["watcher"] == "web"  # and see the charts
+    finally:
+        stream.close()
     reply = http.act("web", "stop")
     assert reply.status == 403
     message = reply.json()["message"]
