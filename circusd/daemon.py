@@ -20,6 +20,7 @@ from circusd.control.auth import Guard
 from circusd.control.protocol import MAX_MESSAGE
 from circusd.control.server import ControlServer
 from circusd.errors import CircusdError, ConfigError
+from circusd.metrics.service import MetricsService
 from circusd.plugin_watchers import connect_address
 from circusd.reaper import become_subreaper
 from circusd.sockets import passed_sockets
@@ -120,7 +121,12 @@ class Daemon:
             )
         )
         self._control = self._bind(zmq.ROUTER, circus.endpoint)
-        self.arbiter = ReportingArbiter(self.config, self.context, self.systemd.changed)
+        self.metrics = MetricsService(circus, self.guard, self.context)
+        try:
+            self.metrics.bind(claim_ipc_path, self._ipc_paths)
+        except OSError as exc:
+            raise StartupError(f"cannot bind the statistics endpoints: {exc}") from None
+        self.arbiter = ReportingArbiter(self.config, self.context, self._changed)
         self.arbiter.control_endpoint = connect_address(
             circus.endpoint, self._control.getsockopt_string(zmq.LAST_ENDPOINT)
         )
@@ -145,6 +151,10 @@ class Daemon:
             os.umask(old_umask)
         if pubsub_path is not None:
             self.guard.place(circus.pubsub_endpoint)
+
+    def _changed(self) -> None:
+        self.systemd.changed()
+        self.metrics.changed()
 
     # -- running ---------------------------------------------------------------------
 
@@ -173,10 +183,12 @@ class Daemon:
             self.config.circus.endpoint,
         )
         self._warn_unsupported()
+        self.metrics.start(self.arbiter)
         self.systemd.ready("starting watchers")
         self.background(self._start_watchers(), "start")
         await self._done.wait()
         await control.drain(timeout=2.0)  # a waiting `quit` gets its reply
+        await self.metrics.stop()
         server.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await server
@@ -196,19 +208,13 @@ class Daemon:
     def _warn_unsupported(self) -> None:
         """Say once, at start, which parts of the config are not acted on."""
         circus = self.config.circus
-        if circus.statsd or circus.stats_endpoint:
-            log.warning(
-                "stats_endpoint %s not bound: the statistics stream is "
-                "not supported yet; use the stats command",
-                circus.stats_endpoint,
-            )
         if circus.multicast_endpoint:
             log.warning(
                 "multicast_endpoint %s ignored: autodiscovery is not supported",
                 circus.multicast_endpoint,
             )
         unused = passed_sockets.names() - set(self.arbiter.sockets)
-        for name in sorted(unused | ({"stats"} & self.systemd.names())):
+        for name in sorted(unused):
             log.warning(
                 "systemd socket %s not used: no [socket:%s] in the config "
                 "and not an endpoint circusd binds",
@@ -273,6 +279,7 @@ class Daemon:
         except Exception:
             self.systemd.reloaded(problem="internal error, see the log")
             raise
+        self.metrics.changed()  # sockets may have changed, which no event says
         self.systemd.reloaded()
 
     async def restart_all(self) -> None:

@@ -61,6 +61,8 @@ class Watcher:
         self.lock = asyncio.Lock()
         self.policy = RestartPolicy(config.max_retry)
         self.runtime_added = False
+        self.spawns = 0  # processes started, for metrics
+        self.unexpected_exits = 0  # exits nobody asked for, for metrics
         self._readers: dict[int, list[PipeReader]] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._respawn: asyncio.TimerHandle | None = None
@@ -337,6 +339,7 @@ class Watcher:
             for fd in extra_fds:
                 os.close(fd)
         self.processes[process.pid] = process
+        self.spawns += 1
         self.arbiter.reaper.watch(process.pid, self._on_exit)
         self._attach_pipes(process)
         self._arm_max_age(process)
@@ -461,6 +464,7 @@ class Watcher:
 
     def _unexpected_exit(self, process: proc.Process, status: int) -> None:
         what = self.exit_reason(process, status)
+        self.unexpected_exits += 1
         log.warning(
             "process exited watcher=%s pid=%d %s uptime=%.1fs",
             self.name,

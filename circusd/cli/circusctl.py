@@ -921,6 +921,12 @@ def listen(settings: Settings, topics: tuple[str, ...], count: int | None) -> No
         raise Failure(f"event stream: {settings.explain(exc)}") from None
 
 
+# `top` lives in its own module, which uses the names above.
+from circusd.cli.top import top  # noqa: E402
+
+cli.add_command(top)
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """The console script: run the command line, never show a traceback."""
     setup_logging()

@@ -184,6 +184,8 @@ def connect_socket(
     """The default Connector: probe, then connect a ZeroMQ socket directly."""
     probe(endpoint, timeout)
     sock = new_socket(context, kind)
+    if ":" in endpoint.host:
+        sock.setsockopt(zmq.IPV6, 1)  # libzmq refuses IPv6 addresses otherwise
     try:
         sock.connect(endpoint.address)
     except zmq.ZMQError as exc:

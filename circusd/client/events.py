@@ -79,7 +79,7 @@ class EventStream(Iterator[Event]):
                 self.close()
                 raise
             if len(frames) == 2:
-                return decode(*frames)
+                return decode_event(*frames)
             logger.debug("ignored event frames=%d", len(frames))
 
     def __enter__(self) -> EventStream:
@@ -92,8 +92,8 @@ class EventStream(Iterator[Event]):
         self._socket.close(linger=0)
 
 
-def decode(topic: bytes, payload: bytes) -> Event:
-    """One message of the stream; a payload that is not a JSON object is wrapped."""
+def decode_event(topic: bytes, payload: bytes) -> Event:
+    """One two-frame message of an event or statistics stream."""
     try:
         data = json.loads(payload)
     except ValueError:

@@ -7,7 +7,9 @@ ValueProblem; the loader adds the file, line, section and key.
 
 from __future__ import annotations
 
+import contextlib
 import grp
+import ipaddress
 import os
 import pwd
 import re
@@ -67,6 +69,39 @@ def zmq_endpoint(value: str, base: str) -> str:
             raise ValueProblem(f"expected tcp://HOST:PORT, got {value!r}")
         return value
     raise ValueProblem(f"expected tcp://HOST:PORT or ipc://PATH, got {value!r}")
+
+
+def host_port(value: str) -> str:
+    """``HOST:PORT`` for a plain TCP listener (``[::1]:PORT`` for IPv6)."""
+    host, colon, port = value.strip().rpartition(":")
+    if not colon or not host or not _is_port(port):
+        raise ValueProblem(f"expected HOST:PORT such as 127.0.0.1:9105, got {value!r}")
+    if host.startswith("[") != host.endswith("]"):
+        raise ValueProblem(f"expected [IPV6]:PORT, got {value!r}")
+    return f"{host}:{port}"
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or an address in 127.0.0.0/8 or ::1 (brackets allowed)."""
+    host = host.removeprefix("[").removesuffix("]")
+    if host == "localhost":
+        return True
+    with contextlib.suppress(ValueError):
+        return ipaddress.ip_address(host).is_loopback
+    return False
+
+
+def networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Addresses or networks, separated by commas or spaces."""
+    found = []
+    for item in value.replace(",", " ").split():
+        try:
+            found.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueProblem(
+                f"invalid address {item!r}: expected an IP address or network"
+            ) from None
+    return tuple(found)
 
 
 def udp_endpoint(value: str) -> str:

@@ -41,8 +41,15 @@ _LOADER_NOTES = {
     ("circus", "stats_endpoint"): "Setting it without `statsd` turns `statsd` "
     "on, as in Circus.",
     ("circus", "multicast_endpoint"): "Must be `udp://HOST:PORT`.",
-    ("circus", "httpd"): "circusd refuses `true` for now: the web console is "
-    "not available yet.",
+    ("circus", "httpd"): "`httpd_user` must not be root and must be the "
+    "`endpoint_owner` or in `readonly_group`; no watcher or socket may be named "
+    "`circushttpd`.",
+    ("circus", "httpd_users"): "A relative path is taken from the config file's "
+    "directory.",
+    ("circus", "httpd_certfile"): "A relative path is taken from the config "
+    "file's directory.",
+    ("circus", "httpd_keyfile"): "A relative path is taken from the config "
+    "file's directory.",
     ("circus", "pidfile"): "A relative path is taken from the config file's directory.",
     ("circus", "logoutput"): "A relative file path is taken from the config "
     "file's directory.",
@@ -208,7 +215,10 @@ DIFFERENCES = """\
   and the options of the plugins circusd ships are checked. The plugin's
   class is never imported by circusd itself (Circus imported it when it
   loaded the file).
-- `loggerconfig` and `httpd = true` are refused.
+- `loggerconfig` is refused.
+- `httpd = true` runs circusd's own console (docs/web.md), not circus-web:
+  as `httpd_user` (never root), behind a login, and on loopback unless TLS
+  or a reverse proxy is configured. `httpd_host` defaults to 127.0.0.1.
 - `warmup_delay` may be a fraction of a second.
 - `[DEFAULT]` has no special meaning (it is an unknown section).
 """

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from circusd.config import checks
+from circusd.config.httpd import with_console
 from circusd.config.interpolate import Scope
 from circusd.config.located import at, error, expand_entry, unknown_key
 from circusd.config.model import CircusConfig, Config, SocketConfig
@@ -40,6 +41,7 @@ _SOCKET_NAME = re.compile(r"[\w-]+(?:\.[\w-]+)*")
 _FAMILIES = ("AF_INET", "AF_INET6", "AF_UNIX")
 _TYPES = ("SOCK_STREAM", "SOCK_DGRAM", "SOCK_SEQPACKET", "SOCK_RAW", "SOCK_RDM")
 _ENDPOINTS = ("endpoint", "pubsub_endpoint", "stats_endpoint")
+DEFAULT_STATS_ENDPOINT = "tcp://127.0.0.1:5557"  # Circus's
 
 
 def load(path: str, environ: Mapping[str, str] | None = None) -> Config:
@@ -67,7 +69,7 @@ def load(path: str, environ: Mapping[str, str] | None = None) -> Config:
     check_env_patterns(context, [name for name, _ in layout.watchers])
     watchers = [watcher(name, s, context) for name, s in layout.watchers]
     plugins = [plugin(name, s, scope) for name, s in layout.plugins]
-    return Config(
+    config = Config(
         circus=_circus(layout.circus, scope, base),
         watchers=tuple(sorted(watchers, key=lambda w: w.name)),
         sockets=tuple(sorted(sockets, key=lambda s: s.name)),
@@ -75,6 +77,7 @@ def load(path: str, environ: Mapping[str, str] | None = None) -> Config:
         path=path,
         environ=env,
     )
+    return with_console(config, environ)
 
 
 # -- sections -----------------------------------------------------------------
@@ -183,7 +186,10 @@ def _circus(section: Section | None, scope: Scope, base: str) -> CircusConfig:
             found[key] = _circus_value(key, option.convert(text), base)
     if "stats_endpoint" in found and "statsd" not in found:
         found["statsd"] = found["stats_endpoint"] is not None  # as Circus does
+    if found.get("statsd") and found.get("stats_endpoint") is None:
+        found["stats_endpoint"] = DEFAULT_STATS_ENDPOINT
     config = CircusConfig(**found)
+    _check_prometheus(config, section)
     seen: dict[str, str] = {}
     for key in _ENDPOINTS:
         endpoint = getattr(config, key)
@@ -199,11 +205,29 @@ def _circus(section: Section | None, scope: Scope, base: str) -> CircusConfig:
     return config
 
 
+def _check_prometheus(config: CircusConfig, section: Section) -> None:
+    """The metrics page cannot tell who reads it: loopback only, unless
+    the config accepts, with insecure_tcp, that anyone who reaches it may."""
+    endpoint = config.prometheus_endpoint
+    if endpoint is None or config.insecure_tcp:
+        return
+    if not checks.is_loopback(endpoint.rpartition(":")[0]):
+        raise error(
+            f"{endpoint} is not a loopback address, so any host that reaches "
+            "it could read the metrics; use 127.0.0.1 or [::1], or set "
+            "insecure_tcp = true",
+            section,
+            section.entries.get("prometheus_endpoint"),
+        )
+
+
 def _circus_value(key: str, value: Any, base: str) -> Any:
     if value is None:
         return None
     if key in _ENDPOINTS:
         return checks.zmq_endpoint(value, base)
+    if key == "prometheus_endpoint":
+        return checks.host_port(value)
     if key == "multicast_endpoint":
         return checks.udp_endpoint(value)
     if key == "pidfile":
@@ -214,11 +238,12 @@ def _circus_value(key: str, value: Any, base: str) -> Any:
         return checks.log_level(value)
     if key == "endpoint_owner":
         checks.user(value)
-    if key == "httpd" and value:
-        raise ValueProblem(
-            "the web console is not available yet in circusd; remove httpd or "
-            "set it to false"
-        )
+    if key in ("httpd_users", "httpd_certfile", "httpd_keyfile"):
+        return checks.absolute(base, value)
+    if key == "httpd_user":
+        checks.user(value)
+    if key == "httpd_trusted_proxies":
+        checks.networks(value)
     if key == "loggerconfig":
         raise ValueProblem(
             "not supported: circusd sets up its own logging; use loglevel and "

@@ -481,7 +481,12 @@ CIRCUS_OPTIONS = _table(
         "Event endpoint (ZeroMQ PUB).",
     ),
     Option(
-        "stats_endpoint", v.optional_text, None, "Statistics endpoint (ZeroMQ PUB)."
+        "stats_endpoint",
+        v.optional_text,
+        None,
+        "Statistics endpoint (ZeroMQ PUB), served while `statsd` is true "
+        "(see docs/monitoring.md). Default with `statsd = true`: "
+        "tcp://127.0.0.1:5557.",
     ),
     Option(
         "multicast_endpoint",
@@ -491,15 +496,64 @@ CIRCUS_OPTIONS = _table(
     ),
     Option("statsd", v.boolean, False, "Publish statistics on `stats_endpoint`."),
     Option(
+        "prometheus_endpoint",
+        v.optional_text,
+        None,
+        "HOST:PORT where metrics are served in the Prometheus text format "
+        "(`/metrics`); loopback only unless `insecure_tcp` is set. Off "
+        "unless set (see docs/monitoring.md).",
+    ),
+    Option(
         "check_delay",
         v.number,
         5.0,
         "Accepted for compatibility; never a reaction time.",
     ),
     Option("warmup_delay", v.number, 0.0, "Seconds between starting two watchers."),
-    Option("httpd", v.boolean, False, "Start the web console."),
-    Option("httpd_host", v.text, "localhost", "Web console address."),
+    Option(
+        "httpd",
+        v.boolean,
+        False,
+        "Run the web console, circushttpd, as a watcher named `circushttpd` "
+        "(see docs/web.md); needs `httpd_user`.",
+    ),
+    Option(
+        "httpd_host",
+        v.text,
+        "127.0.0.1",
+        "Web console address. Beyond loopback it needs `httpd_certfile` and "
+        "`httpd_keyfile`, or `httpd_trusted_proxies`.",
+    ),
     Option("httpd_port", v.bounded(1, 65535), 8080, "Web console port."),
+    Option(
+        "httpd_user",
+        v.optional_text,
+        None,
+        "The user the console runs as, never root. It has that user's rights "
+        "over circusd: `endpoint_owner` to act, a member of `readonly_group` "
+        "to look.",
+    ),
+    Option(
+        "httpd_users",
+        v.optional_text,
+        None,
+        "The console's password file, made with `circushttpd adduser`; "
+        "default `circushttpd.users` beside the config file.",
+    ),
+    Option("httpd_certfile", v.optional_text, None, "The console's TLS certificate."),
+    Option(
+        "httpd_keyfile",
+        v.optional_text,
+        None,
+        "The console's TLS private key (readable by `httpd_user`).",
+    ),
+    Option(
+        "httpd_trusted_proxies",
+        v.optional_text,
+        None,
+        "Reverse proxies (addresses or networks, comma-separated) whose "
+        "X-Forwarded-* headers the console believes.",
+    ),
     Option("debug", v.boolean, False, "Log at debug level."),
     Option("debug_gc", v.boolean, False, "Accepted for compatibility; ignored."),
     Option("pidfile", v.optional_text, None, "Write circusd's pid here."),

@@ -30,7 +30,7 @@ import secrets
 import socket
 import stat
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +38,7 @@ import zmq
 import zmq.asyncio
 import zmq.auth
 
-from circusd.config.checks import UNIX_PATH_MAX
+from circusd.config.checks import UNIX_PATH_MAX, is_loopback
 from circusd.config.model import CircusConfig
 from circusd.errors import ConfigError
 from circusd.users import group_id
@@ -82,14 +82,6 @@ def tcp_host(endpoint: str) -> str | None:
         return None
     host = endpoint[len("tcp://") :].rpartition(":")[0]
     return host[1:-1] if host.startswith("[") else host
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    with contextlib.suppress(ValueError):
-        return ipaddress.ip_address(host).is_loopback
-    return False
 
 
 def check_endpoints(circus: CircusConfig) -> None:
@@ -492,28 +484,39 @@ class Guard:
         return uid, os.getegid(), 0o600
 
     def _bind_ipc(self, sock: zmq.Socket[Any], path: str) -> None:
+        staged = self.stage_socket_file(
+            path,
+            lambda at: sock.bind("ipc://" + at),
+            lambda at: sock.unbind("ipc://" + at),
+        )
+        if not staged:
+            self._bind_in_place(sock, path)
+
+    def stage_socket_file(
+        self, path: str, bind_at: Callable[[str], Any], undo: Callable[[str], Any]
+    ) -> bool:
         """Bind in a fresh 0700 directory beside ``path``, set owner and mode
         there, then link the socket into place: nobody can see the file
         before it has its final owner and mode, and an existing file at
-        ``path`` is never replaced."""
+        ``path`` is never replaced. False when ``path`` is too long to stage
+        (nothing was bound)."""
         check_socket_directory(path)
         uid, gid, mode = self.socket_file_mode()
         directory = os.path.dirname(path) or "."
         private = os.path.join(directory, "." + secrets.token_hex(3))
         staged = os.path.join(private, "s")
         if len(os.fsencode(staged)) > UNIX_PATH_MAX:
-            self._bind_in_place(sock, path)
-            return
+            return False
         os.mkdir(private, 0o700)
         try:
             with _umask(0o777 & ~mode):
-                sock.bind("ipc://" + staged)
+                bind_at(staged)
             os.chown(staged, uid, gid, follow_symlinks=False)
             os.chmod(staged, mode)
             try:
                 os.link(staged, path, follow_symlinks=False)
             except FileExistsError:
-                sock.unbind("ipc://" + staged)
+                undo(staged)
                 raise ConfigError(
                     f"endpoint path {path} appeared while binding"
                 ) from None
@@ -523,6 +526,24 @@ class Guard:
                 os.unlink(staged)
             with contextlib.suppress(OSError):
                 os.rmdir(private)
+        return True
+
+    def listening_socket(self, path: str, backlog: int = 128) -> socket.socket:
+        """A plain unix stream socket listening at ``path``, whose file has
+        the endpoints' owner and mode from the first moment (for a ZeroMQ
+        endpoint served by another process, see circusd.metrics)."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            if not self.stage_socket_file(path, sock.bind, lambda _: None):
+                _, _, mode = self.socket_file_mode()
+                with _umask(0o077 | (0o777 & ~mode)):
+                    sock.bind(path)
+                self.place("ipc://" + path)
+            sock.listen(backlog)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def _bind_in_place(self, sock: zmq.Socket[Any], path: str) -> None:
         # Too long for a staging directory: bound with no permission for

@@ -9,6 +9,7 @@ always reported straight away, whatever ``waiting`` says.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Coroutine
@@ -413,7 +414,7 @@ async def globaloptions(daemon: Daemon, props: Properties) -> Result:
     # disabled multicast endpoint as "", so circusd does too.
     everything = {
         "endpoint": circus.endpoint,
-        "stats_endpoint": None,  # no statistics stream is served yet
+        "stats_endpoint": daemon.metrics.stats_endpoint,  # None when not served
         "pubsub_endpoint": circus.pubsub_endpoint,
         "check_delay": circus.check_delay,
         "multicast_endpoint": circus.multicast_endpoint or "",
@@ -426,13 +427,29 @@ async def globaloptions(daemon: Daemon, props: Properties) -> Result:
     return {"options": everything}
 
 
+# Sampling runs in a worker thread: with hundreds of processes it takes a
+# noticeable time, during which the event loop goes on serving requests.
+_sampler = stats.Sampler()
+
+
+async def _sample(wanted: list[stats.Wanted]) -> dict[int, dict[str, Any] | str]:
+    return await asyncio.to_thread(_sampler.batch, wanted)
+
+
+def _wanted(watcher: Watcher) -> list[stats.Wanted]:
+    return [stats.Wanted(pid, p.started, p.wid) for pid, p in watcher.processes.items()]
+
+
 async def stats_(daemon: Daemon, props: Properties) -> Result:
     name = props.text("name")
-    stats.forget_exited()
     if not name:
+        watchers = list(daemon.arbiter.watchers.values())
+        wanted = {w.name: _wanted(w) for w in watchers}
+        found = await _sample([item for items in wanted.values() for item in items])
         return {
             "infos": {
-                w.name: _watcher_stats(w) for w in daemon.arbiter.watchers.values()
+                watcher: {str(item.pid): found[item.pid] for item in items}
+                for watcher, items in wanted.items()
             }
         }
     watcher = daemon.arbiter.get(name)
@@ -441,23 +458,17 @@ async def stats_(daemon: Daemon, props: Properties) -> Result:
         if pid not in watcher.processes:
             raise CommandError(f"process {pid} not found in watcher {watcher.name}")
         process = watcher.processes[pid]
-        return {
-            "process": pid,
-            "info": stats.process_info(pid, process.started, process.wid),
-        }
+        found = await _sample([stats.Wanted(pid, process.started, process.wid)])
+        return {"process": pid, "info": found[pid]}
+    items = _wanted(watcher)
+    found = await _sample(items)
     # The name as the client spelled it, as in Circus (circusctl prints it).
-    return {"name": name, "info": _watcher_stats(watcher)}
-
-
-def _watcher_stats(watcher: Watcher) -> dict[str, Any]:
-    return {
-        str(pid): stats.process_info(pid, p.started, p.wid)
-        for pid, p in watcher.processes.items()
-    }
+    return {"name": name, "info": {str(item.pid): found[item.pid] for item in items}}
 
 
 async def dstats(daemon: Daemon, props: Properties) -> Result:
-    return {"info": stats.process_info(os.getpid())}
+    pid = os.getpid()
+    return {"info": (await _sample([stats.Wanted(pid)]))[pid]}
 
 
 async def ipython(daemon: Daemon, props: Properties) -> Result:

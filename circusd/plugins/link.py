@@ -21,7 +21,7 @@ import zmq.asyncio
 
 from circusd.client.endpoints import new_socket, parse_endpoint, probe
 from circusd.client.errors import CallError, CallTimeout, ReplyError
-from circusd.client.events import Event, decode
+from circusd.client.events import Event, decode_event
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class Link:
         while True:
             frames = await self._sub.recv_multipart()
             if len(frames) == 2:
-                yield decode(frames[0], frames[1])
+                yield decode_event(frames[0], frames[1])
 
     def close(self) -> None:
         if self._reader is not None:

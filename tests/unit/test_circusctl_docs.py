@@ -43,5 +43,6 @@ def test_circusctl_doc_covers_every_command() -> None:
         "globaloptions",
         "quit",
         "listen",
+        "top",
     ):
         assert f"\n### {command}\n" in text

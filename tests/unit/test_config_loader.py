@@ -341,12 +341,6 @@ def test_syslog_logoutput_is_kept(tmp_path: Path) -> None:
     assert config.circus.logoutput == "syslog:///dev/log?local0"
 
 
-def test_httpd_true_is_refused(tmp_path: Path) -> None:
-    path, err = load_error(tmp_path, "[circus]\nhttpd = true\n")
-    assert str(err).startswith(f"{path}:2 [circus] httpd: ")
-    assert "web console is not available yet" in str(err)
-
-
 def test_httpd_false_is_accepted(tmp_path: Path) -> None:
     assert load_text(tmp_path, "[circus]\nhttpd = false\n").circus.httpd is False
 

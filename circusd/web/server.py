@@ -1,0 +1,97 @@
+"""Running the console: the listening socket (its own, or one passed by
+circusd), TLS, and a clean stop on SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import signal
+import socket
+import ssl
+from typing import Any
+
+from aiohttp import web
+
+from circusd.web.console import Console
+from circusd.web.passwords import UserStore
+from circusd.web.settings import Settings, check, is_loopback_host
+from circusd.web.views import WebConsole
+
+log = logging.getLogger(__name__)
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    if settings.certfile is None or settings.keyfile is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.certfile, settings.keyfile)
+    return context
+
+
+def passed_socket(fd: int) -> socket.socket:
+    """The listening socket circusd passed; made non-inheritable again."""
+    sock = socket.socket(fileno=fd)
+    sock.set_inheritable(False)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT. Raises SettingsError, UsersFileError,
+    OSError or ssl.SSLError when the console cannot start."""
+    sock = passed_socket(settings.fd) if settings.fd is not None else None
+    check(settings, sock)
+    users = UserStore(settings.users_file)
+    context = tls_context(settings)
+    host = str(sock.getsockname()[0]) if sock is not None else settings.host
+    loopback_only = (
+        is_loopback_host(host) and context is None and not settings.trusted_proxies
+    )
+    console = Console(settings)
+    web_console = WebConsole(settings, users, console, loopback_only)
+    runner = web.AppRunner(
+        web_console.application(), access_log=None, **_runner_options()
+    )
+    await runner.setup()
+    site: web.BaseSite
+    if sock is not None:
+        site = web.SockSite(runner, sock, ssl_context=context)
+    else:
+        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=context)
+    try:
+        await site.start()
+        console.start()
+        log.info(
+            "circushttpd started pid=%d url=%s users=%d endpoint=%s",
+            os.getpid(),
+            site.name,
+            len(users.load()),
+            settings.endpoint,
+        )
+        await _until_stopped()
+    finally:
+        await runner.cleanup()
+        await console.stop()
+    log.info("circushttpd stopped pid=%d", os.getpid())
+
+
+def _runner_options() -> dict[str, Any]:
+    """Cancel a handler when its browser goes away (aiohttp 3.9 and later
+    ask for it), so a closed page frees its event stream at once; with
+    aiohttp 3.8 that happens at the stream's next write (a keepalive at
+    the latest)."""
+    parameters = inspect.signature(web.Server.__init__).parameters
+    return (
+        {"handler_cancellation": True} if "handler_cancellation" in parameters else {}
+    )
+
+
+async def _until_stopped() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()

@@ -1,0 +1,120 @@
+"""Pure parts of statistics: the config keys, the snapshot the daemon sends
+its helper, subscription interest, Circus's aggregate, the Prometheus text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from circusd.metrics.collect import Interest, aggregate
+from circusd.metrics.prometheus import MetricsPage, label_value, number
+from circusd.metrics.snapshot import (
+    ProcessEntry,
+    Snapshot,
+    SocketEntry,
+    WatcherEntry,
+    decode,
+    encode,
+)
+from circusd.stats import Sampler
+from tests.unit.test_config_loader import load_error, load_text
+
+
+def test_statsd_alone_serves_circus_default_stats_endpoint(tmp_path: Path) -> None:
+    config = load_text(tmp_path, "[circus]\nstatsd = true\n")
+    assert config.circus.stats_endpoint == "tcp://127.0.0.1:5557"
+
+
+def test_stats_endpoint_alone_turns_statsd_on(tmp_path: Path) -> None:
+    config = load_text(tmp_path, "[circus]\nstats_endpoint = ipc://stats.sock\n")
+    assert config.circus.statsd
+    assert config.circus.stats_endpoint == f"ipc://{tmp_path}/stats.sock"
+
+
+def test_no_statsd_no_stats_endpoint(tmp_path: Path) -> None:
+    config = load_text(tmp_path, "[circus]\nstatsd = false\n")
+    assert config.circus.stats_endpoint is None
+
+
+@pytest.mark.parametrize(
+    "value", ["127.0.0.1:9105", "localhost:9105", "[::1]:9105", "127.0.0.9:1"]
+)
+def test_prometheus_endpoint_on_loopback_is_accepted(
+    tmp_path: Path, value: str
+) -> None:
+    config = load_text(tmp_path, f"[circus]\nprometheus_endpoint = {value}\n")
+    assert config.circus.prometheus_endpoint == value
+
+
+@pytest.mark.parametrize("value", ["0.0.0.0:9105", "192.0.2.1:9105", "[::]:9105"])
+def test_prometheus_endpoint_beyond_loopback_needs_insecure_tcp(
+    tmp_path: Path, value: str
+) -> None:
+    text = f"[circus]\nprometheus_endpoint = {value}\n"
+    path, error = load_error(tmp_path, text)
+    allowed = load_text(tmp_path, text + "insecure_tcp = true\n")
+
+    assert (error.path, error.line, error.key) == (path, 2, "prometheus_endpoint")
+    assert "insecure_tcp" in str(error)
+    assert allowed.circus.prometheus_endpoint == value
+
+
+@pytest.mark.parametrize("value", ["9105", "localhost", "host:99999", "[::1:9105"])
+def test_prometheus_endpoint_must_be_host_and_port(tmp_path: Path, value: str) -> None:
+    _, error = load_error(tmp_path, f"[circus]\nprometheus_endpoint = {value}\n")
+    assert "HOST:PORT" in str(error) or "[IPV6]:PORT" in str(error)
+
+
+def test_snapshot_survives_the_pipe() -> None:
+    snapshot = Snapshot(
+        42,
+        (
+            WatcherEntry("web", "active", 2, 3, 1, (ProcessEntry(7, 1, 1.5),)),
+            WatcherEntry("idle", "stopped", 1, 0, 0),
+        ),
+        (SocketEntry("web", 9, "127.0.0.1:80"),),
+    )
+    line = encode(snapshot)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert decode(line) == snapshot
+
+
+def test_interest_follows_xpub_subscriptions() -> None:
+    interest = Interest()
+    assert not interest
+    interest.update(b"\x01stat.web")
+    assert interest.wants("web") and interest.wants("webworker")
+    assert not interest.wants("queue")
+    interest.update(b"\x01stat.queue.12")  # one process of queue
+    assert interest.wants("queue")
+    interest.update(b"\x00stat.web")
+    interest.update(b"\x00stat.queue.12")
+    assert not interest
+    interest.update(b"\x01")  # everything
+    assert interest.wants("circus") and interest.wants("sockets")
+
+
+def test_aggregate_is_circus_mean_cpu_summed_memory_oldest_age() -> None:
+    infos = {
+        1: {"cpu": 10.0, "mem": 1.5, "age": 30.0},
+        2: {"cpu": 30.0, "mem": 0.5, "age": 90.0},
+    }
+    assert aggregate(infos) == {"pid": [1, 2], "cpu": 20.0, "mem": 2.0, "age": 90.0}
+
+
+def test_prometheus_text_escapes_label_values_and_formats_numbers() -> None:
+    assert label_value('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
+    assert (number(3), number(2.0), number(0.25)) == ("3", "2", "0.25")
+
+
+def test_metrics_page_lists_every_watcher_even_without_processes() -> None:
+    snapshot = Snapshot(
+        2**22 + 1,  # no such process: the daemon's own lines are left out
+        (WatcherEntry("idle", "failed", 1, 5, 5),),
+    )
+    text = MetricsPage(lambda: snapshot, Sampler()).render()
+    assert 'circusd_watcher_state{watcher="idle",state="failed"} 1\n' in text
+    assert 'circusd_watcher_unexpected_exits_total{watcher="idle"} 5\n' in text
+    assert 'circusd_watcher_cpu_seconds_total{watcher="idle"} 0\n' in text
+    assert "circusd_daemon_" not in text

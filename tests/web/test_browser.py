@@ -1,0 +1,207 @@
+"""The console in a real browser: headless Chromium driven by Selenium
+through Debian's chromedriver, reaching nothing but loopback.
+
+Each step leaves a screenshot in test-artifacts/browser/ (the path is
+printed at the end of the run).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.web.conftest import ARTIFACTS, PASSWORD, Reader
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+WAIT = 15.0
+BUSY = """
+import time
+while True:
+    start = time.monotonic()
+    while time.monotonic() - start < 0.1:
+        pass
+    time.sleep(0.4)
+"""
+
+
+@pytest.fixture
+def browser(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip("needs Debian's chromium and chromium-driver")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager never downloads
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,900",
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+        f"--user-data-dir={workdir / 'chromium'}",
+    ):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(WAIT)
+    yield driver
+    driver.quit()
+
+
+def shot(driver: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
+def until(driver: Any, script: str, what: str) -> Any:
+    """Wait until a script run in the page returns something true."""
+    return wait_for(lambda: driver.execute_script(script), WAIT, what)
+
+
+def log_in(driver: Any, url: str, user: str, password: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.NAME, "username").send_keys(user)
+    driver.find_element(By.NAME, "password").send_keys(password)
+    driver.find_element(By.CSS_SELECTOR, "section.login button").click()
+    wait_for(lambda: driver.current_url == url + "/", WAIT, "the watchers page")
+    until(driver, "return document.getElementById('live').dataset.state == 'live'",
+          "the live stream")  # fmt: skip
+
+
+def page_problems(driver: Any) -> list[str]:
+    """Script errors and Content-Security-Policy violations the page hit."""
+    return [
+        entry["message"]
+        for entry in driver.get_log("browser")
+        if "Content Security Policy" in entry["message"]
+        or "Uncaught" in entry["message"]
+    ]
+
+
+# How much of a canvas its lines cover (pixels not transparent).
+DRAWN = """
+const canvas = document.querySelector(arguments[0]);
+const context = canvas.getContext('2d');
+const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
+let drawn = 0;
+for (let i = 3; i < data.length; i += 4) if (data[i] > 0) drawn++;
+return {points: Number(canvas.dataset.points || 0), drawn: drawn};
+"""
+
+
+@pytest.fixture
+def daemon(start_daemon, workdir: Path, request: pytest.FixtureRequest):
+    (workdir / "busy.py").write_text(BUSY)
+    owner = ""
+    if os.geteuid() == 0:
+        owner = f"endpoint_owner = {request.getfixturevalue('test_user').name}\n"
+    return start_daemon(
+        f"[circus]\nendpoint = ipc://{workdir}/ctl.sock\n"
+        f"pubsub_endpoint = ipc://{workdir}/pub.sock\n"
+        f"stats_endpoint = ipc://{workdir}/stats.sock\n{owner}\n"
+        "[watcher:web]\ncmd = sleep 300\nnumprocesses = 2\n\n"
+        f"[watcher:busy]\ncmd = {sys.executable} {workdir}/busy.py\n"
+    )
+
+
+def test_log_in_stop_a_watcher_see_a_chart_log_out(
+    browser, start_console, daemon, operator
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    url = start_console(daemon, operator).url
+    browser.get(url + "/")
+    assert browser.current_url.startswith(url + "/login")
+    assert browser.title == "Log in · circusd"
+    shot(browser, "01-login")
+
+    log_in(browser, url, "alice", PASSWORD)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#watchers tr[data-watcher]")
+    assert [row.get_attribute("data-watcher") for row in rows] == ["busy", "web"]
+    shot(browser, "02-watchers")
+
+    # Stop `web` and see its state change, with no page load in between.
+    browser.execute_script("window.sameDocument = true")
+    browser.find_element(
+        By.CSS_SELECTOR, 'tr[data-watcher="web"] button[data-action="stop"]'
+    ).click()
+    until(browser, "const s = document.querySelector('tr[data-watcher=\"web\"] "
+          ".status'); return s && s.dataset.status == 'stopped'",
+          "web to show as stopped")  # fmt: skip
+    assert browser.execute_script("return window.sameDocument") is True
+    notice = browser.find_element(By.CSS_SELECTOR, "#notice p").text
+    assert notice == "circusd accepted stop on web"
+    assert daemon.call("status", name="web")["status"] == "stopped"
+    web_row = browser.find_element(By.CSS_SELECTOR, 'tr[data-watcher="web"]').text
+    assert "0 / 2" in web_row
+    shot(browser, "03-stopped-live")
+
+    # A chart drawn from the statistics stream, live.
+    browser.find_element(By.LINK_TEXT, "busy").click()
+    until(browser, "return document.querySelector('#chart') && "
+          "Number(document.querySelector('#chart').dataset.points) >= 3",
+          "three live samples on the chart")  # fmt: skip
+    first = browser.execute_script(DRAWN, "#chart")
+    assert first["drawn"] > 300, first
+    time.sleep(1.5)
+    later = browser.execute_script(DRAWN, "#chart")
+    assert later["points"] > first["points"]  # it keeps drawing as data comes
+    spark = browser.execute_script(DRAWN, "#processes canvas.spark")
+    assert spark["points"] >= 2 and spark["drawn"] > 50, spark
+    cpu = browser.find_element(By.CSS_SELECTOR, '#summary [data-field="cpu"]').text
+    assert cpu.endswith("%") and cpu != "–"
+    shot(browser, "04-chart")
+
+    assert page_problems(browser) == []
+    browser.find_element(By.CSS_SELECTOR, "form.logout button").click()
+    wait_for(lambda: "/login" in browser.current_url, WAIT, "the login page")
+    browser.get(url + "/")
+    assert browser.current_url.startswith(url + "/login")
+    shot(browser, "05-logged-out")
+
+
+@pytest.mark.root
+def test_a_read_only_console_shows_the_refusal(
+    browser, start_daemon, start_console, workdir: Path, reader: Reader
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    daemon = start_daemon(
+        f"[circus]\nendpoint = ipc://{workdir}/ctl.sock\n"
+        f"pubsub_endpoint = ipc://{workdir}/pub.sock\n"
+        f"readonly_group = {reader.group}\n\n[watcher:web]\ncmd = sleep 300\n"
+    )
+    url = start_console(daemon, reader).url
+    browser.get(url + "/login")
+    log_in(browser, url, "alice", PASSWORD)
+    browser.find_element(
+        By.CSS_SELECTOR, 'tr[data-watcher="web"] button[data-action="stop"]'
+    ).click()
+    refusal = wait_for(
+        lambda: browser.find_elements(By.CSS_SELECTOR, "#notice p.notice-refused"),
+        WAIT,
+        "the refusal",
+    )[0]
+    assert refusal.is_displayed()
+    assert refusal.get_attribute("role") == "alert"
+    assert refusal.text.startswith("circusd refused stop on web: permission denied:")
+    assert reader.name in refusal.text
+    status = browser.find_element(By.CSS_SELECTOR, 'tr[data-watcher="web"] .status')
+    assert status.text == "active"
+    shot(browser, "06-read-only-refusal")
+    assert daemon.call("status", name="web")["status"] == "active"
