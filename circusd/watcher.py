@@ -124,7 +124,12 @@ class Watcher:
             stream.reopen()
 
     async def apply_config(self, config: WatcherConfig) -> None:
-        """Take a new config; restart the processes if it changes them."""
+        """Take a new config; restart the processes if it changes them.
+
+        A watcher that had failed gets a fresh start with the new config
+        (the change is most likely the fix); one stopped on purpose stays
+        stopped.
+        """
         async with self.lock:
             old = self.config
             identity = resolve(config.uid, config.gid)
@@ -137,6 +142,12 @@ class Watcher:
             self.config, self.identity, self.hooks = config, identity, hooks
             self.policy.max_retry = config.max_retry
             self.publish("updated")
+            if self.state is State.FAILED and config.autostart:
+                if streams is not None:
+                    self._close_streams(self._streams)
+                    self._streams = streams
+                await self._start()
+                return
             if _needs_no_restart(old, config) and streams is None:
                 if self.is_running():
                     self._schedule_fill()

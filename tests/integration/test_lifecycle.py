@@ -394,6 +394,28 @@ def test_hup_applies_only_the_difference(start_daemon):
     assert "gone" not in daemon.ok("list")["watchers"]
 
 
+def test_a_failed_watcher_whose_command_is_fixed_starts_on_reload(start_daemon):
+    daemon = start_daemon("""
+        [watcher:w]
+        cmd = /nonexistent/program
+        max_retry = 1
+
+        [watcher:held]
+        cmd = /nonexistent/other
+        autostart = false
+        """)
+    wait_for(lambda: daemon.call("status", name="w")["status"] == "failed")
+    daemon.config.write_text(
+        daemon.config.read_text()
+        .replace("/nonexistent/program", "sleep 300")
+        .replace("/nonexistent/other", "sleep 301")
+    )
+    daemon.ok("reloadconfig", waiting=True)
+    assert daemon.call("status", name="w")["status"] == "active"
+    assert len(daemon.pids("w")) == 1
+    assert daemon.call("status", name="held")["status"] == "stopped"
+
+
 def test_a_broken_config_on_reload_keeps_the_running_one(start_daemon):
     daemon = start_daemon("""
         [watcher:w]
