@@ -65,7 +65,10 @@ KINDS: dict[str, Kind] = {
         Kind.READ,
     ),
     **dict.fromkeys(
-        ("start", "stop", "restart", "reload", "signal", "kill", "incr", "decr"),
+        (
+            *("start", "stop", "restart", "reload", "signal", "kill", "incr", "decr"),
+            "reopen",
+        ),
         Kind.OPERATE,
     ),
     **dict.fromkeys(("add", "set", "rm"), Kind.CHANGE),
