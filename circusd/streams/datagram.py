@@ -171,7 +171,19 @@ class Sender:
             self._failure, self._dropped = None, 0
 
 
+    def close(self) -> None:
+        """Drop what is queued and let go of the socket."""
+        self._disconnect()
+        self._queue.clear()
+        self._queued = 0
+
+
 _senders: dict[str, Sender] = {}
+
+
+def close_all() -> None:
+    while _senders:
+        _senders.popitem()[1].close()
 
 
 def sender(address: str, what: str, oversize: Oversize | None = None) -> Sender:

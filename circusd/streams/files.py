@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 
 from circusd.errors import ValueProblem
 from circusd.streams.base import LineBuffer, Stream, write_all
@@ -275,6 +276,7 @@ class TimedRotatingFileStream(FileStream):
         utc: bool,
         time_format: str | None,
         owner: Identity | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._when = rotate_when.upper()
         if self._when not in _UNITS:
@@ -284,15 +286,16 @@ class TimedRotatingFileStream(FileStream):
             )
         self._interval = max(rotate_interval, 1)
         self._utc = utc
+        self._clock = clock
         super().__init__(filename, 0, backup_count, time_format, owner)
-        started = os.fstat(self._fd).st_mtime if self._size else time.time()
+        started = os.fstat(self._fd).st_mtime if self._size else clock()
         self._rollover_at = next_rollover(started, self._when, self._interval, utc)
 
     def _rotation_due(self) -> bool:
-        return time.time() >= self._rollover_at
+        return self._clock() >= self._rollover_at
 
     def rotate(self) -> None:
-        now = time.time()
+        now = self._clock()
         began = self._rollover_at - _span(self._when, self._interval)
         zone = datetime.UTC if self._utc else None
         stamp = datetime.datetime.fromtimestamp(began, zone)
