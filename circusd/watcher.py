@@ -69,7 +69,7 @@ class Watcher:
         # Built (files opened) to check them now, then closed until started:
         # a stopped watcher holds no files.
         self.output = Output(self._open_streams(config))
-        self.output.close()
+        self.output.park()
 
     # -- properties ------------------------------------------------------------
 
@@ -113,7 +113,7 @@ class Watcher:
                     )
         except (OSError, ValueProblem) as exc:
             for stream in streams.values():
-                stream.close()
+                stream.release()
             if isinstance(exc, ValueProblem):
                 raise
             raise ValueProblem(
@@ -149,9 +149,9 @@ class Watcher:
                 await self._replace_all()
             if output is not None:
                 await old_output.drained()  # the old processes are gone
-                old_output.close()
+                old_output.release()
                 if not self.is_running():
-                    output.close()  # a stopped watcher holds no files
+                    output.park()  # a stopped watcher holds no files
 
     # -- start and stop --------------------------------------------------------
 
@@ -582,7 +582,7 @@ class Watcher:
         """Stop for good (``rm``) and release files."""
         async with self.lock:
             await self._stop()
-            self.output.close()
+            self.output.release()
 
 
 def _needs_no_restart(old: WatcherConfig, new: WatcherConfig) -> bool:

@@ -325,8 +325,10 @@ circusd's own stdout and stderr.
   since circusd imports it and runs it as root): it is called with the
   block's other keys as keyword arguments, as text, and the instance with
   `{{"data": bytes, "pid": int, "name": "stdout" or "stderr"}}` for each
-  chunk read; `close()` when the watcher stops and `open()` (if it has one)
-  when it starts again. An exception drops that chunk and is logged once.
+  chunk read. A class with an `open()` method gets `close()` when the
+  watcher stops and `open()` when it starts again; one without gets
+  `close()` only when the watcher is removed or its stream changes. An
+  exception drops that chunk and is logged once.
 """
 
 

@@ -190,7 +190,7 @@ def _apply_options(
         if conf and conf != getattr(base, which):
 
             def attempt(conf: Any = conf) -> None:
-                make_stream(conf, config.name, 1, owner).close()
+                make_stream(conf, config.name, 1, owner).release()
 
             _check(which, attempt)
     return config

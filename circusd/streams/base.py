@@ -42,7 +42,15 @@ class Stream:
         stays closed."""
 
     def close(self) -> None:
-        """Release the sink."""
+        """Release the sink until ``open`` (the watcher stopped)."""
+
+    def park(self) -> None:
+        """Just built, for a watcher that is not running yet."""
+        self.close()
+
+    def release(self) -> None:
+        """Release the sink for good (the watcher or its config is gone)."""
+        self.close()
 
 
 class LineBuffer:

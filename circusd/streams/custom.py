@@ -5,10 +5,12 @@ root). ``add`` and ``set`` refuse it (see circusd.control.commands).
 The class is called with the block's other keys as keyword arguments (all
 text, as written), and the instance is called with Circus's mapping for
 every chunk read from a pipe: ``{"data": bytes, "pid": int, "name":
-"stdout" or "stderr"}``. ``close()`` is called when the watcher stops and
-``open()``, when the class has one, when it starts again or files are
-reopened. An exception drops that chunk; the first is logged, with the
-number of bytes dropped once a chunk goes through again.
+"stdout" or "stderr"}``. A class with an ``open()`` method gets
+``close()`` when the watcher stops and ``open()`` when it starts again
+(and both to reopen files); one without gets ``close()`` only when the
+watcher is removed or its stream changes. An exception drops that chunk;
+the first is logged, with the number of bytes dropped once a chunk goes
+through again.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class CustomStream(Stream):
             raise ValueProblem(
                 f"stream class {path!r} failed to start: {exc}"
             ) from None
+        self._reopenable = callable(getattr(self._instance, "open", None))
+        self._open = True
         self._failing = False
         self._dropped = 0
 
@@ -73,15 +77,27 @@ class CustomStream(Stream):
             self._failing, self._dropped = False, 0
 
     def open(self) -> None:
-        self._call("open")
+        if not self._open:
+            self._open = True
+            self._call("open")
 
     def reopen(self) -> None:
-        if callable(getattr(self._instance, "open", None)):
+        if self._open and self._reopenable:
             self._call("close")
             self._call("open")
 
     def close(self) -> None:
-        self._call("close")
+        if self._open and self._reopenable:
+            self._open = False
+            self._call("close")
+
+    def park(self) -> None:
+        """A new instance stays as it is until the watcher starts."""
+
+    def release(self) -> None:
+        if self._open or not self._reopenable:
+            self._open = False
+            self._call("close")
 
     def _call(self, method: str) -> None:
         function = getattr(self._instance, method, None)

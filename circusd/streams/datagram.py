@@ -170,7 +170,6 @@ class Sender:
             )
             self._failure, self._dropped = None, 0
 
-
     def close(self) -> None:
         """Drop what is queued and let go of the socket."""
         self._disconnect()

@@ -156,3 +156,14 @@ class Output:
         self._closed = True
         for stream in self.streams.values():
             stream.close()
+
+    def park(self) -> None:
+        """Just built for a watcher that is not running."""
+        self._closed = True
+        for stream in self.streams.values():
+            stream.park()
+
+    def release(self) -> None:
+        self._closed = True
+        for stream in self.streams.values():
+            stream.release()

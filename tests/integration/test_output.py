@@ -314,3 +314,59 @@ def test_the_daemon_raises_its_soft_open_files_limit_when_it_runs_short(
     assert soft_nofile(pid) > len(open_files(pid))
     assert "raised the open files limit" in daemon.output()
     assert "spawn failed" not in daemon.output()
+
+
+# -- a class of one's own -----------------------------------------------------------
+
+COLLECTOR = """
+import json
+
+
+class Collector:
+    def __init__(self, path, tag):
+        self.path, self.tag = path, tag
+        self.open()
+
+    def open(self):
+        self.file = open(self.path, "a")
+
+    def __call__(self, data):
+        record = {"pid": data["pid"], "name": data["name"], "tag": self.tag,
+                  "data": data["data"].decode()}
+        self.file.write(json.dumps(record) + "\\n")
+        self.file.flush()
+
+    def close(self):
+        self.file.write("closed\\n")
+        self.file.close()
+"""
+
+
+def test_a_custom_stream_class_from_the_config_file_gets_every_chunk(
+    start_daemon, workdir
+):
+    (workdir / "collector.py").write_text(COLLECTOR)
+    collected = workdir / "collected"
+    daemon = start_daemon(
+        f"""
+        [watcher:w]
+        cmd = sh -c 'echo hello; echo oops >&2; exec sleep 300'
+        stdout_stream.class = collector.Collector
+        stdout_stream.path = {collected}
+        stdout_stream.tag = out
+        stderr_stream.class = collector.Collector
+        stderr_stream.path = {collected}
+        stderr_stream.tag = err
+        """,
+        env={"PYTHONPATH": str(workdir)},
+    )
+    pid = daemon.pids("w")[0]
+    wait_for(lambda: collected.exists() and collected.read_text().count("\n") == 2,
+             what="two chunks")  # fmt: skip
+    records = sorted(collected.read_text().splitlines())
+    assert records == [
+        f'{{"pid": {pid}, "name": "stderr", "tag": "err", "data": "oops\\n"}}',
+        f'{{"pid": {pid}, "name": "stdout", "tag": "out", "data": "hello\\n"}}',
+    ]
+    daemon.ok("stop", name="w", waiting=True)
+    assert collected.read_text().count("closed\n") == 2
