@@ -142,3 +142,29 @@ def test_a_hard_link_to_another_file_is_refused(start_daemon, logs, owner, victi
     assert reply["status"] == "error", reply
     assert "hard links" in reply["reason"]
     assert untouched(victim)
+
+
+def test_the_owner_may_reopen_files_and_a_reader_may_not(
+    start_daemon, workdir, logs, owner, intruder, request_as
+):
+    out = logs / "out.log"
+    daemon = start_daemon(f"""
+        [circus]
+        endpoint = ipc://{workdir}/ctl.sock
+        pubsub_endpoint = ipc://{workdir}/pub.sock
+        endpoint_owner = {owner.name}
+        readonly_group = {intruder.gid}
+
+        [watcher:w]
+        cmd = sh -c 'echo once; exec sleep 300'
+        stdout_stream.class = FileStream
+        stdout_stream.filename = {out}
+        """)
+    wait_for(lambda: out.exists() and out.stat().st_size > 0, what="output")
+    out.rename(logs / "out.log.1")
+    denied = request_as(intruder.name, daemon.endpoint, "reopen", name="w")
+    assert denied["reason"].startswith("permission denied: 'reopen'"), denied
+    assert not out.exists()
+    reply = request_as(owner.name, daemon.endpoint, "reopen")
+    assert reply["status"] == "ok", reply
+    assert out.exists()
