@@ -309,7 +309,8 @@ circusd's own stdout and stderr.
   and never opened through a symbolic link the watcher's user could have
   placed. Every file stream notices when its file is renamed or removed
   from outside (logrotate's `create` mode) and reopens the name at the
-  next write; `circusctl reopen` and SIGUSR1 reopen every file at once.
+  next write (it looks at most ten times a second); `circusctl reopen` and
+  SIGUSR1 reopen every file at once.
   A stopped watcher holds no file open.
 - **Nothing blocks.** A disk that is full, a file that cannot be opened or
   a log daemon that is gone or too slow never blocks a process: its output

@@ -65,6 +65,9 @@ class LineBuffer:
     def __init__(self, emit: Callable[[bytes, int], None]) -> None:
         self._emit = emit
         self._partial: dict[int, bytes] = {}
+        self._added: dict[int, float] = {}  # when a held line last grew
+        # One timer per process at most, moved on only when it fires: a busy
+        # pipe does not make and cancel a timer at every read.
         self._timers: dict[int, asyncio.TimerHandle] = {}
 
     def feed(self, data: bytes, pid: int) -> None:
@@ -73,23 +76,32 @@ class LineBuffer:
             data = held + data
         cut = data.rfind(b"\n") + 1
         if cut == len(data):
-            self._cancel(pid)
             self._emit(data, pid)
             return
         if cut:
             self._emit(data[:cut], pid)
         rest = data[cut:]
-        self._cancel(pid)
-        if len(rest) >= self.LIMIT:
-            self._emit(rest, pid)
-            return
-        self._partial[pid] = rest
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self.flush(pid)
+            loop = None
+        if len(rest) >= self.LIMIT or loop is None:
+            self._emit(rest, pid)
             return
-        self._timers[pid] = loop.call_later(self.HOLD, self.flush, pid)
+        self._partial[pid] = rest
+        self._added[pid] = loop.time()
+        if pid not in self._timers:
+            self._timers[pid] = loop.call_later(self.HOLD, self._expire, pid, loop)
+
+    def _expire(self, pid: int, loop: asyncio.AbstractEventLoop) -> None:
+        del self._timers[pid]
+        if pid not in self._partial:
+            return
+        left = self._added[pid] + self.HOLD - loop.time()
+        if left > 0:
+            self._timers[pid] = loop.call_later(left, self._expire, pid, loop)
+            return
+        self.flush(pid)
 
     def flush(self, pid: int) -> None:
         """Write the held line now, unfinished."""
@@ -102,13 +114,11 @@ class LineBuffer:
 
     def take(self, pid: int) -> bytes:
         """Forget the held line and return it."""
-        self._cancel(pid)
-        return self._partial.pop(pid, b"")
-
-    def _cancel(self, pid: int) -> None:
         timer = self._timers.pop(pid, None)
         if timer is not None:
             timer.cancel()
+        self._added.pop(pid, None)
+        return self._partial.pop(pid, b"")
 
 
 _decoder = codecs.getincrementaldecoder("utf-8")

@@ -26,10 +26,15 @@ from circusd.users import KEEP, Identity
 log = logging.getLogger(__name__)
 
 RETRY = 1.0  # seconds between two attempts to open a file that failed
+FOLLOW = 0.1  # seconds between two looks at the name, while writing
 
 
 class FileStream(Stream):
     """Appends to a file; rotates by size when ``max_bytes`` is set.
+
+    While output comes, the name is looked at (lstat) at most every FOLLOW
+    seconds: after an outside rename, a tenth of a second of output may
+    still go to the renamed file, as with any log rotation.
 
     The file is opened by ``open_output``: never through a symbolic link that
     someone other than root could have placed, and created owned by the
@@ -45,6 +50,8 @@ class FileStream(Stream):
         backup_count: int = 0,
         time_format: str | None = None,
         owner: Identity | None = None,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.filename = os.path.abspath(filename)
         self._directory, self._name = os.path.split(self.filename)
@@ -56,7 +63,9 @@ class FileStream(Stream):
         self._inode = (0, 0)  # (st_dev, st_ino) of the open file
         self._size = 0
         self._wanted = True  # between open() and close()
+        self._monotonic = monotonic
         self._retry_at = 0.0
+        self._follow_at = 0.0
         self._failure: str | None = None  # what is failing, once logged
         self._dropped = 0
         self._lines = LineBuffer(self._emit)
@@ -74,7 +83,7 @@ class FileStream(Stream):
             with directory_fd(self._directory) as directory:
                 self._take(open_output(directory, self._name, self._owner))
         except OSError as exc:
-            self._retry_at = time.monotonic() + RETRY
+            self._retry_at = self._monotonic() + RETRY
             self._failing("cannot open", exc)
 
     def _close_fd(self) -> None:
@@ -115,11 +124,13 @@ class FileStream(Stream):
         if self._time_format:
             stamp = datetime.datetime.now().strftime(self._time_format)
             data = prefixed(data, f"{stamp} [{pid}] | ")
-        if self._fd >= 0:
+        now = self._monotonic()
+        if self._fd >= 0 and now >= self._follow_at:
+            self._follow_at = now + FOLLOW
             self._follow()
         if self._fd >= 0 and self._rotation_due():
             self._rotate_safely()
-        if self._fd < 0 and time.monotonic() >= self._retry_at:
+        if self._fd < 0 and now >= self._retry_at:
             self._try_open()
         if self._fd < 0:
             self._dropped += len(data)
@@ -172,7 +183,7 @@ class FileStream(Stream):
             self.rotate()
         except OSError as exc:
             self._close_fd()
-            self._retry_at = time.monotonic() + RETRY
+            self._retry_at = self._monotonic() + RETRY
             self._failing("cannot rotate", exc)
 
     def rotate(self) -> None:
@@ -221,8 +232,10 @@ class WatchedFileStream(FileStream):
         filename: str,
         time_format: str | None = None,
         owner: Identity | None = None,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(filename, 0, 0, time_format, owner)
+        super().__init__(filename, 0, 0, time_format, owner, monotonic=monotonic)
 
 
 # rotate_when: (seconds in one unit, the suffix of the rotated files)

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from circusd.streams.files import (
+    FOLLOW,
     FileStream,
     TimedRotatingFileStream,
     WatchedFileStream,
@@ -38,25 +39,47 @@ def test_time_format_prefixes_lines_ended_by_a_newline_only():
     assert prefixed(b"a\nrest", "T ") == b"T a\nT rest"
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_a_renamed_file_is_followed_by_a_new_one(tmp_path: Path):
-    out = tmp_path / "out.log"
-    stream = WatchedFileStream(str(out))
+    out, clock = tmp_path / "out.log", Clock()
+    stream = FileStream(str(out), monotonic=clock)
     stream.write(b"one\n", 1)
     out.rename(tmp_path / "out.log.1")
-    stream.write(b"two\n", 1)
+    stream.write(b"two\n", 1)  # the name is looked at ten times a second
+    clock.now += FOLLOW
+    stream.write(b"three\n", 1)
     stream.close()
-    assert (tmp_path / "out.log.1").read_bytes() == b"one\n"
-    assert out.read_bytes() == b"two\n"
+    assert (tmp_path / "out.log.1").read_bytes() == b"one\ntwo\n"
+    assert out.read_bytes() == b"three\n"
 
 
 def test_a_removed_file_is_created_again_by_every_file_stream(tmp_path: Path):
-    out = tmp_path / "out.log"
-    stream = FileStream(str(out), max_bytes=1000, backup_count=2)
+    out, clock = tmp_path / "out.log", Clock()
+    stream = FileStream(str(out), max_bytes=1000, backup_count=2, monotonic=clock)
     stream.write(b"one\n", 1)
     out.unlink()
+    clock.now += FOLLOW
     stream.write(b"two\n", 1)
     stream.close()
     assert out.read_bytes() == b"two\n"
+
+
+def test_watched_file_stream_follows_too_and_never_rotates(tmp_path: Path):
+    out, clock = tmp_path / "out.log", Clock()
+    stream = WatchedFileStream(str(out), monotonic=clock)
+    stream.write(b"x" * 100_000 + b"\n", 1)
+    out.rename(tmp_path / "moved")
+    clock.now += FOLLOW
+    stream.write(b"after\n", 1)
+    stream.close()
+    assert out.read_bytes() == b"after\n"
 
 
 def test_a_closed_stream_holds_no_file_and_opens_again(tmp_path: Path):
