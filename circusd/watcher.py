@@ -70,6 +70,7 @@ class Watcher:
         # a stopped watcher holds no files.
         self.output = Output(self._open_streams(config))
         self.output.park()
+        self._retiring: list[Output] = []  # replaced, their processes stopping
 
     # -- properties ------------------------------------------------------------
 
@@ -145,10 +146,12 @@ class Watcher:
             old_output = self.output
             if output is not None:
                 self.output = output
+                self._retiring.append(old_output)
             if self.is_running():
                 await self._replace_all()
             if output is not None:
                 await old_output.drained()  # the old processes are gone
+                self._retiring.remove(old_output)
                 old_output.release()
                 if not self.is_running():
                     output.park()  # a stopped watcher holds no files
@@ -443,7 +446,8 @@ class Watcher:
         if process is None:
             return
         process.popen.returncode = exit_code(status)
-        self.output.exited(pid)
+        for output in (self.output, *self._retiring):
+            output.exited(pid)
         timer = self._timers.pop(pid, None)
         if timer is not None:
             timer.cancel()

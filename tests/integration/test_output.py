@@ -131,6 +131,25 @@ def test_reopen_command_reopens_the_files_of_a_watcher(start_daemon, workdir):
     assert daemon.call("reopen", name="nosuch")["status"] == "error"
 
 
+def test_a_new_stream_for_a_running_watcher_lets_go_of_the_old_file(
+    start_daemon, workdir
+):
+    old, new = workdir / "old.log", workdir / "new.log"
+    daemon = start_daemon(f"""
+        [watcher:w]
+        cmd = sh -c 'i=0; while :; do i=$((i+1)); echo line$i; sleep 0.05; done'
+        stdout_stream.class = FileStream
+        stdout_stream.filename = {old}
+        """)
+    wait_for(lambda: old.exists() and numbers(old), what="first lines")
+    daemon.ok("set", name="w", options={"stdout_stream.filename": str(new)},
+              waiting=True)  # fmt: skip
+    wait_for(lambda: new.exists() and numbers(new), what="lines in the new file")
+    assert str(old) not in open_files(daemon.process.pid)
+    assert not growing(old)
+    assert numbers(new)[0] == 1  # a new process, from its first line
+
+
 # -- B18 -------------------------------------------------------------------------
 
 
