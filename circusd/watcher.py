@@ -407,6 +407,20 @@ class Watcher:
         self.publish("failed", reason=reason)
         if self.processes:
             self.loop.create_task(self._stop_after_failure())
+        else:
+            self._close_output_soon()
+
+    def _close_output_soon(self) -> None:
+        """No process is left and none is coming: once the pipes have
+        ended, a watcher that is still not running holds no files."""
+
+        async def close() -> None:
+            async with self.lock:
+                await self.output.drained()
+                if not self.is_running() and not self.processes:
+                    self.output.close()
+
+        self.loop.create_task(close())
 
     async def _stop_after_failure(self) -> None:
         async with self.lock:
@@ -477,6 +491,7 @@ class Watcher:
             if not self.processes:
                 self.state = State.STOPPED
                 self.publish("stop")
+                self._close_output_soon()
             return
         delay = self.policy.record_exit(process.age)
         if delay is None:

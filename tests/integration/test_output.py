@@ -114,6 +114,24 @@ def test_a_file_renamed_or_removed_by_logrotate_is_reopened(
     assert "Traceback" not in daemon.output()
 
 
+def test_a_watcher_whose_last_process_ended_holds_no_file(start_daemon, workdir):
+    log = workdir / "once.log"
+    daemon = start_daemon(f"""
+        [watcher:w]
+        cmd = sh -c 'echo bye'
+        respawn = false
+        stdout_stream.class = FileStream
+        stdout_stream.filename = {log}
+        """)
+    wait_for(lambda: daemon.ok("status", name="w")["status"] == "stopped",
+             what="the watcher to stop by itself")  # fmt: skip
+    assert log.read_bytes() == b"bye\n"
+    wait_for(lambda: str(log) not in open_files(daemon.process.pid),
+             what="the file to be closed")  # fmt: skip
+    daemon.ok("start", name="w", waiting=True)
+    wait_for(lambda: log.read_bytes() == b"bye\nbye\n", what="a second run")
+
+
 def test_reopen_command_reopens_the_files_of_a_watcher(start_daemon, workdir):
     log = workdir / "quiet.log"
     daemon = start_daemon(f"""
