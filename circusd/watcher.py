@@ -24,7 +24,7 @@ from circusd.errors import SpawnError, ValueProblem
 from circusd.hooks import Hooks
 from circusd.reaper import describe_exit, exit_code
 from circusd.restart import RestartPolicy
-from circusd.streams import PipeReader, Stream, make_stream
+from circusd.streams import Output, Stream, make_stream
 from circusd.tree import Tree, children_of
 from circusd.users import Identity, resolve
 
@@ -63,13 +63,16 @@ class Watcher:
         self.runtime_added = False
         self.spawns = 0  # processes started, for metrics
         self.unexpected_exits = 0  # exits nobody asked for, for metrics
-        self._readers: dict[int, list[PipeReader]] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._respawn: asyncio.TimerHandle | None = None
         self._fill_task: asyncio.Task[None] | None = None
         self._exited: dict[int, asyncio.Future[None]] = {}
         self._demand_fds: list[int] = []
-        self._streams = self._open_streams(config)
+        # Built (files opened) to check them now, then closed until started:
+        # a stopped watcher holds no files.
+        self.output = Output(self._open_streams(config))
+        self.output.park()
+        self._retiring: list[Output] = []  # replaced, their processes stopping
 
     # -- properties ------------------------------------------------------------
 
@@ -106,22 +109,23 @@ class Watcher:
         try:
             for which, conf in ((1, config.stdout_stream), (2, config.stderr_stream)):
                 if conf:
-                    streams[which] = make_stream(conf, self.name, which, owner)
-        except OSError as exc:
+                    # Only the config file can name a custom class: add and
+                    # set refuse one before a config gets here.
+                    streams[which] = make_stream(
+                        conf, self.name, which, owner, custom=True
+                    )
+        except (OSError, ValueProblem) as exc:
             for stream in streams.values():
-                stream.close()
+                stream.release()
+            if isinstance(exc, ValueProblem):
+                raise
             raise ValueProblem(
                 f"cannot open output file {exc.filename}: {exc.strerror}"
             ) from None
         return streams
 
-    def _close_streams(self, streams: dict[int, Stream]) -> None:
-        for stream in streams.values():
-            stream.close()
-
     def reopen_streams(self) -> None:
-        for stream in self._streams.values():
-            stream.reopen()
+        self.output.reopen()
 
     async def apply_config(self, config: WatcherConfig) -> None:
         """Take a new config; restart the processes if it changes them.
@@ -138,27 +142,32 @@ class Watcher:
                 config.stdout_stream,
                 config.stderr_stream,
             )
-            streams = self._open_streams(config) if streams_changed else None
+            output = Output(self._open_streams(config)) if streams_changed else None
             self.config, self.identity, self.hooks = config, identity, hooks
             self.policy.max_retry = config.max_retry
             self.publish("updated")
             if self.state is State.FAILED and config.autostart:
-                if streams is not None:
-                    self._close_streams(self._streams)
-                    self._streams = streams
+                if output is not None:
+                    self.output.release()
+                    self.output = output
                 await self._start()
                 return
-            if _needs_no_restart(old, config) and streams is None:
+            if _needs_no_restart(old, config) and output is None:
                 if self.is_running():
                     self._schedule_fill()
                 return
-            old_streams = self._streams
-            if streams is not None:
-                self._streams = streams
+            old_output = self.output
+            if output is not None:
+                self.output = output
+                self._retiring.append(old_output)
             if self.is_running():
                 await self._replace_all()
-            if streams is not None:
-                self._close_streams(old_streams)  # the old processes are gone
+            if output is not None:
+                await old_output.drained()  # the old processes are gone
+                self._retiring.remove(old_output)
+                old_output.release()
+                if not self.is_running():
+                    output.park()  # a stopped watcher holds no files
 
     # -- start and stop --------------------------------------------------------
 
@@ -176,6 +185,7 @@ class Watcher:
             log.warning("start cancelled by hook watcher=%s", self.name)
             return {"started": [], "kept": []}
         self.state = State.STARTING
+        self.output.open()
         log.info("starting watcher=%s numprocesses=%d", self.name, self.numprocesses)
         await self._fill()
         if self.state is State.STARTING:
@@ -226,6 +236,8 @@ class Watcher:
         await self.kill_processes(
             list(self.processes.values()), self.config.stop_signal
         )
+        await self.output.drained()
+        self.output.close()
         self.state = final_state
         self.publish("stop")
         self.hooks.run("after_stop", self, self.arbiter)
@@ -383,8 +395,8 @@ class Watcher:
             identity=self.identity,
             socket_fds=fds,
             stdin_fd=stdin_fd,
-            capture_stdout=1 in self._streams,
-            capture_stderr=2 in self._streams,
+            capture_stdout=self.output.captures(1),
+            capture_stderr=self.output.captures(2),
         )
 
     def _failed_to_start(self, reason: str) -> None:
@@ -409,6 +421,20 @@ class Watcher:
         self.publish("failed", reason=reason)
         if self.processes:
             self.loop.create_task(self._stop_after_failure())
+        else:
+            self._close_output_soon()
+
+    def _close_output_soon(self) -> None:
+        """No process is left and none is coming: once the pipes have
+        ended, a watcher that is still not running holds no files."""
+
+        async def close() -> None:
+            async with self.lock:
+                await self.output.drained()
+                if not self.is_running() and not self.processes:
+                    self.output.close()
+
+        self.loop.create_task(close())
 
     async def _stop_after_failure(self) -> None:
         async with self.lock:
@@ -416,16 +442,13 @@ class Watcher:
                 await self._stop(final_state=State.FAILED)
 
     def _attach_pipes(self, process: proc.Process) -> None:
-        readers = []
+        pipes = {}
         for which, pipe in ((1, process.popen.stdout), (2, process.popen.stderr)):
-            if pipe is None:
-                continue
-            fd = os.dup(pipe.fileno())
-            pipe.close()
-            readers.append(PipeReader(self.loop, fd, self._streams[which], process.pid))
+            if pipe is not None:
+                pipes[which] = os.dup(pipe.fileno())
+                pipe.close()
         process.popen.stdout = process.popen.stderr = None
-        if readers:
-            self._readers[process.pid] = readers
+        self.output.attach(self.loop, process.pid, pipes)
 
     def _arm_max_age(self, process: proc.Process) -> None:
         if not self.config.max_age:
@@ -451,8 +474,8 @@ class Watcher:
         if process is None:
             return
         process.popen.returncode = exit_code(status)
-        for reader in self._readers.pop(pid, []):
-            reader.drain()
+        for output in (self.output, *self._retiring):
+            output.exited(pid)
         timer = self._timers.pop(pid, None)
         if timer is not None:
             timer.cancel()
@@ -487,6 +510,7 @@ class Watcher:
             if not self.processes:
                 self.state = State.STOPPED
                 self.publish("stop")
+                self._close_output_soon()
             return
         delay = self.policy.record_exit(process.age)
         if delay is None:
@@ -596,7 +620,7 @@ class Watcher:
         """Stop for good (``rm``) and release files."""
         async with self.lock:
             await self._stop()
-            self._close_streams(self._streams)
+            self.output.release()
 
 
 def _needs_no_restart(old: WatcherConfig, new: WatcherConfig) -> bool:

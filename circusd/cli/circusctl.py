@@ -525,6 +525,19 @@ def reloadconfig(settings: Settings, waiting: bool) -> None:
     run(settings, "reloadconfig", ok_lines, waiting=waiting)
 
 
+@cli.command()
+@click.argument("name", required=False)
+@pass_settings
+def reopen(settings: Settings, name: str | None) -> None:
+    """Reopen the output files of the watcher NAME, or of all watchers.
+
+    For after an outside log rotation (as SIGUSR1 to circusd); file streams
+    also notice a renamed or removed file by themselves. circusd's own
+    command: Circus has none. Prints "ok".
+    """
+    run(settings, "reopen", ok_lines, name=name)
+
+
 def _scale_command(command: str, summary: str) -> None:
     @cli.command(
         command,

@@ -297,16 +297,7 @@ def _watcher_prefixed() -> str:
 Options with a prefix:
 
 - `stdout_stream.KEY`, `stderr_stream.KEY`: where the processes' output
-  goes. KEY is one of {_names(STREAM_KEYS)}. `class` names the stream,
-  one of {_names(STREAM_CLASSES)} (Circus's `circus.stream.` names work
-  too; custom classes and `QueueStream` are refused, since they would run
-  code inside circusd). The file streams need a `filename`; a relative one
-  is taken from the config file's directory. With `time_format`, each line
-  starts with `TIME [PID] | `. Lines of different processes sharing a file
-  never mix: a process's unfinished line is held until it ends (or for one
-  second). Without any stream, the processes write to circusd's own stdout
-  and stderr. Output files are created mode 0640, owned by the watcher's
-  user.
+  goes (see "Output streams" below). KEY is one of {_names(STREAM_KEYS)}.
 - `hooks.NAME = package.module.function[, ignore_errors]`: a Python callable
   run at that point of the watcher's life. NAME is one of
   {_names(HOOK_NAMES)}.
@@ -315,6 +306,60 @@ Options with a prefix:
   is one of {_names(RLIMIT_NAMES)}.
 - Any other option with a dot in its name (`flapping.max_retry = 2`) is kept
   as text for plugins and shown by `options` and `get`.
+
+{_streams()}
+"""
+
+
+def _streams() -> str:
+    rows = "\n".join(f"| `{name}` | {text} |" for name, text in STREAM_CLASSES.items())
+    return f"""### Output streams
+
+`class` names the stream: one of the classes below (Circus's
+`circus.stream.` names work too), or, in the config file only, the dotted
+path of a class of your own. Without any stream, the processes write to
+circusd's own stdout and stderr.
+
+| class | what it does |
+| --- | --- |
+{rows}
+
+- **Bytes.** The file streams and StdoutStream write exactly the bytes the
+  child wrote (with `time_format`, each line of a file starts with
+  `TIME [PID] | `). Lines of processes sharing a stream never mix: a
+  process's unfinished line is held until it ends (or for one second).
+- **Text.** FancyStdoutStream, JournalStream and SyslogStream need text.
+  They decode each process's output as UTF-8, incrementally, so a
+  character split between two reads stays whole. Bytes that are not
+  UTF-8 become U+FFFD, one for each maximal invalid sequence (as the
+  Unicode standard recommends), and so does a NUL byte; nothing else
+  changes.
+- **Files.** A relative `filename` is taken from the config file's
+  directory. Files are created mode 0640, owned by the watcher's user,
+  and never opened through a symbolic link the watcher's user could have
+  placed. Every file stream notices when its file is renamed or removed
+  from outside (logrotate's `create` mode) and reopens the name at the
+  next write (it looks at most ten times a second); `circusctl reopen` and
+  SIGUSR1 reopen every file at once.
+  A stopped watcher holds no file open.
+- **Nothing blocks.** A disk that is full, a file that cannot be opened or
+  a log daemon that is gone or too slow never blocks a process: its output
+  is read on and dropped, circusd logs the failure once and, when writing
+  works again, how many bytes were dropped. JournalStream and
+  SyslogStream queue up to 1 MiB while the log daemon catches up.
+  StdoutStream and FancyStdoutStream are the exception: they write to
+  circusd's own stdout as its own log lines do, and wait when it is full.
+- **Stop.** When a watcher stops, what its processes wrote before they
+  exited (in a SIGTERM handler too) is read to the end of their pipes,
+  for at most two seconds, before the files close.
+- **A class of your own** (config file only; `add` and `set` refuse it,
+  since circusd imports it and runs it as root): it is called with the
+  block's other keys as keyword arguments, as text, and the instance with
+  `{{"data": bytes, "pid": int, "name": "stdout" or "stderr"}}` for each
+  chunk read. A class with an `open()` method gets `close()` when the
+  watcher stops and `open()` when it starts again; one without gets
+  `close()` only when the watcher is removed or its stream changes. An
+  exception drops that chunk and is logged once.
 """
 
 

@@ -367,14 +367,59 @@ STREAM_KEYS = (
     "utc",
     "color",
     "refresh_time",
+    "priority",
+    "facility",
 )
-STREAM_CLASSES = (
-    "FileStream",
-    "WatchedFileStream",
-    "TimedRotatingFileStream",
-    "StdoutStream",
-    "FancyStdoutStream",
+# Syslog's names for priorities and facilities, each numbered by its place.
+SYSLOG_PRIORITIES = (
+    *("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"),
 )
+SYSLOG_FACILITIES = (
+    *("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news"),
+    *("uucp", "cron", "authpriv", "ftp", "ntp", "security", "console", "clock"),
+    *(f"local{number}" for number in range(8)),
+)
+STREAM_COLORS = ("red", "green", "yellow", "blue", "magenta", "cyan", "white")
+ROTATE_WHEN = ("S", "M", "H", "D", "MIDNIGHT", *(f"W{day}" for day in range(7)))
+
+
+def syslog_level(value: str, names: tuple[str, ...], what: str) -> int:
+    """A syslog priority or facility, by name or number."""
+    text = value.strip().lower()
+    if text.isdigit() and int(text) < len(names):
+        return int(text)
+    if text in names:
+        return names.index(text)
+    raise ValueProblem(f"unknown {what} {value!r}; use one of {', '.join(names)}")
+
+
+# The built-in stream classes and what each does, for the generated docs.
+STREAM_CLASSES = {
+    "FileStream": "Appends the output to `filename`, byte for byte. With "
+    "`max_bytes`, renames it to `filename.1` (keeping `backup_count` old "
+    "files, default 5) when it reaches that size.",
+    "WatchedFileStream": "Appends to `filename` and never rotates it itself "
+    "(for logrotate).",
+    "TimedRotatingFileStream": "Appends to `filename`; every `rotate_interval` "
+    "(default 1) units of `rotate_when` (S, M, H (default), D, MIDNIGHT, or "
+    "W0 to W6 for a weekday, 0 being Monday) renames it to `filename.TIME`, "
+    "TIME being when its period began, in local time unless `utc`. Keeps "
+    "`backup_count` old files (default 5).",
+    "StdoutStream": "circusd's own stdout (stderr for `stderr_stream`), byte for byte.",
+    "FancyStdoutStream": "circusd's own stdout (or stderr), each line as "
+    "`TIME [WATCHER:PID] LINE`, TIME by `time_format` (default "
+    "`%Y-%m-%d %H:%M:%S`), in `color` if set (red, green, yellow, blue, "
+    "magenta, cyan or white).",
+    "JournalStream": "Each line an entry in the systemd journal, through its "
+    "native protocol: SYSLOG_IDENTIFIER is the watcher's name, SYSLOG_PID and "
+    "OBJECT_PID the process's pid, PRIORITY `priority` (default info for "
+    "stdout, err for stderr), SYSLOG_FACILITY `facility` (default daemon); "
+    "CIRCUSD_WATCHER and CIRCUSD_STREAM say where it came from. "
+    "`journalctl -t WATCHER` shows it.",
+    "SyslogStream": "Each line a message on /dev/log in the form syslog(3) "
+    "uses (RFC 3164: `<PRI>Mmm dd hh:mm:ss WATCHER[PID]: LINE`, local "
+    "time), with `priority` and `facility` as for JournalStream.",
+}
 HOOK_NAMES = (
     "before_start",
     "after_start",
@@ -591,12 +636,18 @@ def watcher_keys() -> list[str]:
 
 
 def apply_watcher_option(
-    changes: dict[str, Any], base: WatcherConfig, key: str, value: Any
+    changes: dict[str, Any],
+    base: WatcherConfig,
+    key: str,
+    value: Any,
+    free_streams: frozenset[str] = frozenset(),
 ) -> None:
     """Convert one ``key = value`` and record it in ``changes``.
 
     ``changes`` holds keyword arguments for ``WatcherConfig.replace``;
-    prefixed keys are merged into their mapping. Raises ValueProblem.
+    prefixed keys are merged into their mapping. ``free_streams`` names the
+    streams (``stdout_stream``) of a custom class, which takes any key.
+    Raises ValueProblem.
     """
     option = WATCHER_OPTIONS.get(key)
     if option is not None:
@@ -608,7 +659,8 @@ def apply_watcher_option(
     for stream in ("stdout_stream", "stderr_stream"):
         if key.startswith(stream + "."):
             sub = key[len(stream) + 1 :]
-            if sub not in STREAM_KEYS:
+            free = stream in free_streams and sub.isidentifier()
+            if sub not in STREAM_KEYS and not free:
                 raise ValueProblem(
                     f"unknown stream option {sub!r}{closest(sub, STREAM_KEYS)}"
                 )
@@ -698,21 +750,22 @@ def watcher_options_dict(config: WatcherConfig) -> dict[str, Any]:
     return result
 
 
-def check_stream(conf: Mapping[str, str]) -> None:
-    """A stream block names a built-in class and the settings it needs."""
+def check_stream(conf: Mapping[str, str], custom: bool = False) -> None:
+    """A stream block names a built-in class (or, with ``custom``, a dotted
+    path) and the settings it needs."""
     class_name = conf.get("class", "")
-    name = class_name.rsplit(".", 1)[-1]
+    name = class_name.removeprefix("circus.stream.")
     if not class_name:
         raise ValueProblem(
             "a stream needs a class, one of " + ", ".join(STREAM_CLASSES)
         )
-    if name not in STREAM_CLASSES or (
-        "." in class_name and not class_name.startswith("circus.stream.")
-    ):
+    if name not in STREAM_CLASSES:
+        if custom and _dotted(class_name):
+            return  # its own keys; loaded when the watcher is built
         raise ValueProblem(
             f"unknown stream class {class_name!r}{closest(name, STREAM_CLASSES)}; "
-            f"use one of {', '.join(STREAM_CLASSES)} (custom classes would run "
-            "code inside circusd)"
+            f"use one of {', '.join(STREAM_CLASSES)}, or a dotted path to a "
+            "class of your own (only in the config file)"
         )
     if name.endswith("FileStream") and not conf.get("filename"):
         raise ValueProblem(f"{name} needs a filename")
@@ -721,9 +774,24 @@ def check_stream(conf: Mapping[str, str]) -> None:
         ("backup_count", v.bounded(0, 10_000)),
         ("rotate_interval", v.bounded(1, 10**6)),
         ("utc", v.boolean),
+        ("priority", lambda x: syslog_level(x, SYSLOG_PRIORITIES, "priority")),
+        ("facility", lambda x: syslog_level(x, SYSLOG_FACILITIES, "facility")),
+        ("color", lambda x: _one_of(x, STREAM_COLORS, "color")),
+        ("rotate_when", lambda x: _one_of(x.upper(), ROTATE_WHEN, "rotate_when")),
     ):
         if key in conf:
             try:
                 convert(conf[key])
             except ValueProblem as exc:
                 raise ValueProblem(f"{key}: {exc}") from None
+
+
+def _one_of(value: str, choices: tuple[str, ...], what: str) -> str:
+    if value not in choices:
+        raise ValueProblem(f"unknown {what} {value!r}; use one of {', '.join(choices)}")
+    return value
+
+
+def _dotted(path: str) -> bool:
+    parts = path.split(".")
+    return len(parts) > 1 and all(part.isidentifier() for part in parts)

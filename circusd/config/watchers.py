@@ -125,6 +125,7 @@ def watcher(name: str, section: Section, context: Context) -> WatcherConfig:
     scope = [config_env, context.environ]
     base = WatcherConfig(name=name, cmd="", source=f"{section.path}:{section.line}")
     changes: dict[str, Any] = {}
+    free = _custom_streams(section)
     for key, entry in section.entries.items():
         if key == "env":
             continue
@@ -132,13 +133,25 @@ def watcher(name: str, section: Section, context: Context) -> WatcherConfig:
         deferred = _spawn_reference(context.sockets) if key in SPAWN_KEYS else None
         with at(section, entry):
             text = expand_config(entry.value, scope, deferred)
-            apply_watcher_option(changes, base, key, text)
+            apply_watcher_option(changes, base, key, text, free)
     if "cmd" not in section.entries:
         raise error("missing required option cmd (the command to run)", section)
     changes["env"] = config_env
     result = _resolve_paths(base.replace(**changes), context.base)
     _check(result, section, context)
     return result
+
+
+def _custom_streams(section: Section) -> frozenset[str]:
+    """The streams whose class is the config file's own (a dotted path that
+    is not one of Circus's): they take any key, given to the class."""
+    found = set()
+    for stream in ("stdout_stream", "stderr_stream"):
+        entry = section.entries.get(f"{stream}.class")
+        if entry is not None and "." in entry.value:
+            if not entry.value.startswith("circus.stream."):
+                found.add(stream)
+    return frozenset(found)
 
 
 def _check_key(section: Section, entry: Entry) -> None:
@@ -238,7 +251,7 @@ def _check(watcher: WatcherConfig, section: Section, context: Context) -> None:
                 section,
                 entries.get(f"{stream}.class") or entries.get(f"{stream}.filename"),
             ):
-                check_stream(conf)
+                check_stream(conf, custom=True)
     for hook_name, hook in watcher.hooks.items():
         with at(section, entries.get(f"hooks.{hook_name}")):
             checks.dotted_name(hook.target, "a hook")

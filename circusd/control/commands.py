@@ -128,6 +128,15 @@ async def reloadconfig(daemon: Daemon, props: Properties) -> Result:
     return Work(daemon.reload_config(config))
 
 
+async def reopen(daemon: Daemon, props: Properties) -> Result:
+    """circusd's own: reopen the output files of watcher NAME, or of every
+    watcher, after an outside log rotation (what SIGUSR1 does)."""
+    watchers = _selected(daemon, props)
+    for watcher in daemon.arbiter.watchers.values() if watchers is None else watchers:
+        watcher.reopen_streams()
+    return {}
+
+
 async def quit_(daemon: Daemon, props: Properties) -> Result:
     return Work(daemon.shutdown())
 
@@ -183,7 +192,7 @@ def _apply_options(
         if conf and conf != getattr(base, which):
 
             def attempt(conf: Any = conf) -> None:
-                make_stream(conf, config.name, 1, owner).close()
+                make_stream(conf, config.name, 1, owner).release()
 
             _check(which, attempt)
     return config
@@ -488,6 +497,7 @@ COMMANDS: dict[str, Handler] = {
     "restart": restart,
     "reload": reload,
     "reloadconfig": reloadconfig,
+    "reopen": reopen,
     "quit": quit_,
     "incr": incr,
     "decr": decr,

@@ -2,9 +2,9 @@
 
 - root and circusd's own uid: everything.
 - ``endpoint_owner``: read (other users' env values hidden); start, stop,
-  restart, reload, signal, kill, incr and decr any watcher; add, set and rm
-  watchers that run as itself, with its own groups, within the limits of
-  ``check_change``.
+  restart, reload, signal, kill, incr, decr and reopen any watcher; add,
+  set and rm watchers that run as itself, with its own groups, within the
+  limits of ``check_change``.
 - a member of ``readonly_group``: read (other users' env values hidden).
 - anyone else: nothing.
 
@@ -65,7 +65,10 @@ KINDS: dict[str, Kind] = {
         Kind.READ,
     ),
     **dict.fromkeys(
-        ("start", "stop", "restart", "reload", "signal", "kill", "incr", "decr"),
+        (
+            *("start", "stop", "restart", "reload", "signal", "kill", "incr", "decr"),
+            "reopen",
+        ),
         Kind.OPERATE,
     ),
     **dict.fromkeys(("add", "set", "rm"), Kind.CHANGE),

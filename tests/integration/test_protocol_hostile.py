@@ -429,7 +429,7 @@ def property_cases(workdir: Path) -> list[tuple[str, dict[str, Any], str]]:
     filler = {"signum": 15, "keys": ["cmd"], "options": {"numprocesses": 3}}
     named = (
         "rm start stop restart reload incr decr set signal kill status list "
-        "numprocesses options get stats"
+        "numprocesses options get stats reopen"
     )
     for command in named.split():
         for value in [*NAME_TYPES, "nosuch", "w" * 200_000]:
@@ -443,6 +443,8 @@ def property_cases(workdir: Path) -> list[tuple[str, dict[str, Any], str]]:
             cases.append((command, {"name": "idle", "match": match}, "match"))
         cases.append((command, {"name": "(", "match": "regex"}, "regex"))
         cases.append((command, {"name": "idle", "waiting": "maybe"}, "'waiting'"))
+    for match in ["bogus", 5, []]:
+        cases.append(("reopen", {"name": "idle", "match": match}, "match"))
     for flag in ["graceful", "sequential", "waiting"]:
         for value in BAD_FLAG:
             cases.append(("reload", {"name": "w", flag: value}, f"'{flag}'"))

@@ -64,11 +64,11 @@ def test_output_file_belongs_to_the_watchers_user(start_daemon, logs, owner):
     assert stat.S_IMODE(info.st_mode) == 0o640
 
 
-def test_rotation_never_writes_through_a_planted_link(
+def test_a_rotating_stream_refuses_a_planted_link_and_resumes_when_it_is_gone(
     start_daemon, logs, owner, victim
 ):
     out = logs / "out.log"
-    start_daemon(f"""
+    daemon = start_daemon(f"""
         [watcher:w]
         cmd = {BURST}
         uid = {owner.name}
@@ -77,13 +77,19 @@ def test_rotation_never_writes_through_a_planted_link(
         stdout_stream.max_bytes = 4096
         stdout_stream.backup_count = 1
         """)
-    wait_for(lambda: out.exists() and out.stat().st_size > 0)
+    wait_for(lambda: (logs / "out.log.1").exists(), what="a first rotation")
     swap_for_link(out, victim, owner)
-    # The next rotation moves the link aside and starts a new file.
-    wait_for(lambda: not out.is_symlink() and out.exists(), what="a rotation")
-    wait_for(lambda: not (logs / "out.log.1").is_symlink(), what="another")
+    # The stream sees that its name now holds something else and reopens
+    # it: never through the link, so it drops output and says so.
+    wait_for(lambda: f"cannot open output file={out}" in daemon.output(),
+             what="the refusal in the log")  # fmt: skip
     assert untouched(victim)
-    assert out.stat().st_uid == owner.uid
+    out.unlink()  # the user takes the link away: output comes back
+    wait_for(lambda: out.exists() and out.stat().st_size > 0, what="new output")
+    wait_for(lambda: "output file works again" in daemon.output(), what="recovery")
+    assert not out.is_symlink() and out.stat().st_uid == owner.uid
+    assert not (logs / "out.log.1").is_symlink()
+    assert untouched(victim)
 
 
 @pytest.mark.parametrize("kind", ["FileStream", "WatchedFileStream"])
@@ -136,3 +142,29 @@ def test_a_hard_link_to_another_file_is_refused(start_daemon, logs, owner, victi
     assert reply["status"] == "error", reply
     assert "hard links" in reply["reason"]
     assert untouched(victim)
+
+
+def test_the_owner_may_reopen_files_and_a_reader_may_not(
+    start_daemon, workdir, logs, owner, intruder, request_as
+):
+    out = logs / "out.log"
+    daemon = start_daemon(f"""
+        [circus]
+        endpoint = ipc://{workdir}/ctl.sock
+        pubsub_endpoint = ipc://{workdir}/pub.sock
+        endpoint_owner = {owner.name}
+        readonly_group = {intruder.gid}
+
+        [watcher:w]
+        cmd = sh -c 'echo once; exec sleep 300'
+        stdout_stream.class = FileStream
+        stdout_stream.filename = {out}
+        """)
+    wait_for(lambda: out.exists() and out.stat().st_size > 0, what="output")
+    out.rename(logs / "out.log.1")
+    denied = request_as(intruder.name, daemon.endpoint, "reopen", name="w")
+    assert denied["reason"].startswith("permission denied: 'reopen'"), denied
+    assert not out.exists()
+    reply = request_as(owner.name, daemon.endpoint, "reopen")
+    assert reply["status"] == "ok", reply
+    assert out.exists()

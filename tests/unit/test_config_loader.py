@@ -584,7 +584,16 @@ def test_dot_parts_are_dropped_from_relative_paths(tmp_path: Path) -> None:
             "stdout_stream.class = FileStrem\nstdout_stream.filename = o.log",
             "did you mean 'FileStream'",
         ),
-        ("stdout_stream.class = subprocess.Popen", "unknown stream class"),
+        ("stdout_stream.class = no such.class", "unknown stream class"),
+        (
+            "stdout_stream.class = JournalStream\nstdout_stream.priority = loud",
+            "priority",
+        ),
+        ("stdout_stream.class = SyslogStream\nstdout_stream.facility = 99", "facility"),
+        (
+            "stdout_stream.class = FancyStdoutStream\nstdout_stream.color = pink",
+            "unknown color",
+        ),
         ("stderr_stream.class = FileStream", "FileStream needs a filename"),
         (
             "stdout_stream.class = FileStream\nstdout_stream.filename = o.log\n"
@@ -599,3 +608,28 @@ def test_stream_settings_are_checked_at_load(
     _, error = load_error(tmp_path, f"[watcher:w]\ncmd = sleep 1\n{lines}\n")
     assert expected in str(error)
     assert error.section == "watcher:w" and error.line is not None
+
+
+def test_a_custom_stream_class_from_the_config_file_takes_its_own_keys(
+    tmp_path: Path,
+) -> None:
+    # Only the config file may name one (add and set refuse it); the class
+    # is loaded when the watcher is built, as hooks are.
+    config = load_text(
+        tmp_path,
+        "[watcher:w]\ncmd = sleep 1\nstdout_stream.class = mylogs.Shipper\n"
+        "stdout_stream.host = logs.example\n",
+    )
+    assert config.watchers[0].stdout_stream == {
+        "class": "mylogs.Shipper",
+        "host": "logs.example",
+    }
+
+
+def test_a_built_in_stream_class_refuses_an_unknown_key(tmp_path: Path) -> None:
+    _, error = load_error(
+        tmp_path,
+        "[watcher:w]\ncmd = sleep 1\nstdout_stream.class = circus.stream.FileStream\n"
+        "stdout_stream.filename = o.log\nstdout_stream.host = x\n",
+    )
+    assert "unknown stream option 'host'" in str(error)
