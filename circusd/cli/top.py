@@ -36,6 +36,7 @@ from circusd.client import CallError, ReplyError, parse_endpoint
 from circusd.client.errors import InvalidEndpoint
 
 PERIOD = 1.0  # seconds between two screens
+FIRST_DATA_WAIT = 0.25  # seconds from the first message to the first full screen
 
 
 class Terminal:
@@ -122,7 +123,9 @@ class TopLoop:
                 first = self.view.last_message is None
                 self._receive()
                 if first and self.view.last_message is not None:
-                    next_paint = time.monotonic()  # show the first data at once
+                    # Show the first data soon, once the rest of its second
+                    # (sent as it is sampled, watcher by watcher) is in.
+                    next_paint = time.monotonic() + FIRST_DATA_WAIT
             if self.terminal.keys_fd in events:
                 if not self._keys(self.terminal.keys()):
                     return

@@ -123,15 +123,15 @@ def test_top_json_gives_one_object_per_second(start_daemon):
     daemon = start_daemon(CONFIG)
     (burner,) = daemon.pids("burner")
 
-    result = run_top(daemon, "--json", "top", "--iterations", "3")
+    result = run_top(daemon, "--json", "top", "--iterations", "4")
 
     frames = [json.loads(line) for line in result.stdout.splitlines()]
-    assert result.returncode == 0 and len(frames) == 3
+    assert result.returncode == 0 and len(frames) == 4
     last = frames[-1]["watchers"]
     assert last["parked"] == {"status": "stopped", "processes": []}
     assert [p["pid"] for p in last["burner"]["processes"]] == [burner]
     assert last["burner"]["processes"][0]["rss"] > 0
-    assert frames[-1]["time"] - frames[0]["time"] == pytest.approx(2, abs=0.6)
+    assert 0.7 < frames[-1]["time"] - frames[-2]["time"] < 1.4
 
 
 def test_top_says_what_to_set_when_the_daemon_publishes_no_statistics(start_daemon):
@@ -165,7 +165,7 @@ def test_top_reads_a_stats_endpoint_on_ipv6_loopback(start_daemon):
         )
     )
 
-    result = run_top(daemon, "--json", "top", "--iterations", "2")
+    result = run_top(daemon, "--json", "top", "--iterations", "3")
 
     assert result.returncode == 0, result.stderr
     last = json.loads(result.stdout.splitlines()[-1])

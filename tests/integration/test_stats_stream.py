@@ -125,7 +125,8 @@ def test_stream_costs_nothing_while_nobody_subscribes(start_daemon, workdir):
         stats_config(workdir, "[watcher:w]\ncmd = sleep 600\nnumprocesses = 20")
     )
     helper = helper_pid(daemon)
-    time.sleep(1.0)  # the helper's start-up is over
+    wait_for(lambda: "serving stats_endpoint" in daemon.output(), what="the helper")
+    time.sleep(0.5)  # the helper's start-up is over
     before = cpu_ticks(helper)
     time.sleep(3.0)
     idle = cpu_ticks(helper) - before
