@@ -934,10 +934,13 @@ def listen(settings: Settings, topics: tuple[str, ...], count: int | None) -> No
         raise Failure(f"event stream: {settings.explain(exc)}") from None
 
 
-# `top` lives in its own module, which uses the names above.
-from circusd.cli.top import top  # noqa: E402
+# `top` lives in its own module, which uses the names above. Run as
+# `python -m circusd.cli.circusctl`, this file is __main__ and the block at
+# the end loads the module proper, which registers it.
+if __name__ != "__main__":
+    from circusd.cli.top import top
 
-cli.add_command(top)
+    cli.add_command(top)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
@@ -1010,4 +1013,6 @@ def _silence_stdout() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from circusd.cli.circusctl import main as circusctl_main
+
+    circusctl_main()

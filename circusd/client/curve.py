@@ -15,7 +15,7 @@ from typing import Any
 import zmq
 import zmq.auth
 
-from circusd.client.endpoints import Connector, Endpoint, new_socket, probe
+from circusd.client.endpoints import Connector, Endpoint, connect_socket
 from circusd.client.errors import CallError, InvalidEndpoint
 
 # Said after a timeout: a CURVE handshake that fails is silent on the wire.
@@ -56,21 +56,16 @@ def _certificate(path: str, option: str) -> tuple[bytes, bytes | None]:
 def connector(keys: CurveKeys) -> Connector:
     """A Connector that speaks CURVE with ``keys``; tcp endpoints only."""
 
+    def with_keys(sock: zmq.Socket[Any]) -> None:
+        sock.curve_serverkey = keys.server_public
+        sock.curve_publickey = keys.public
+        sock.curve_secretkey = keys.secret
+
     def connect(
         context: zmq.Context[Any], kind: int, endpoint: Endpoint, timeout: float
     ) -> zmq.Socket[Any]:
         if not endpoint.address.startswith("tcp://"):
             raise InvalidEndpoint(f"CURVE needs a tcp endpoint, not {endpoint.address}")
-        probe(endpoint, timeout)
-        sock = new_socket(context, kind)
-        sock.curve_serverkey = keys.server_public
-        sock.curve_publickey = keys.public
-        sock.curve_secretkey = keys.secret
-        try:
-            sock.connect(endpoint.address)
-        except zmq.ZMQError as exc:
-            sock.close(linger=0)
-            raise CallError(f"cannot connect to {endpoint.address}: {exc}") from None
-        return sock
+        return connect_socket(context, kind, endpoint, timeout, prepare=with_keys)
 
     return connect

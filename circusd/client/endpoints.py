@@ -13,6 +13,7 @@ import os
 import socket
 import stat
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -179,11 +180,18 @@ def new_socket(context: zmq.Context[Any], kind: int) -> zmq.Socket[Any]:
 
 
 def connect_socket(
-    context: zmq.Context[Any], kind: int, endpoint: Endpoint, timeout: float
+    context: zmq.Context[Any],
+    kind: int,
+    endpoint: Endpoint,
+    timeout: float,
+    prepare: Callable[[zmq.Socket[Any]], None] | None = None,
 ) -> zmq.Socket[Any]:
-    """The default Connector: probe, then connect a ZeroMQ socket directly."""
+    """The default Connector: probe, then connect a ZeroMQ socket directly
+    (``prepare`` sets options on it first, such as CURVE keys)."""
     probe(endpoint, timeout)
     sock = new_socket(context, kind)
+    if prepare is not None:
+        prepare(sock)
     if ":" in endpoint.host:
         sock.setsockopt(zmq.IPV6, 1)  # libzmq refuses IPv6 addresses otherwise
     try:
