@@ -48,6 +48,7 @@ class Deployment:
     directory: Path
     port: int
     daemon: subprocess.Popen[bytes]
+    metrics_port: int = 0
 
     def get(self) -> tuple[int, int] | None:
         """One request to the web workers: (wid, pid), or None if refused."""
@@ -112,6 +113,13 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
     config = directory / "circus.ini"
     text, count = re.subn(r"(?m)^port = 8080$", f"port = {port}", config.read_text())
     assert count == 1, "examples/web/circus.ini no longer has `port = 8080`"
+    metrics_port = free_port()
+    text, count = re.subn(
+        r"(?m)^prometheus_endpoint = 127.0.0.1:9105$",
+        f"prometheus_endpoint = 127.0.0.1:{metrics_port}",
+        text,
+    )
+    assert count == 1, "examples/web/circus.ini no longer has prometheus_endpoint"
     config.write_text(text)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CIRCUS")}
@@ -129,7 +137,7 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    started = Deployment(directory, port, daemon)
+    started = Deployment(directory, port, daemon, metrics_port)
     children: list[psutil.Process] = []
     try:
         wait_for(lambda: started.get() or exited(daemon), what="web workers answering")
@@ -171,6 +179,19 @@ def test_example_incr_adds_a_fourth_web_worker(deployment: Deployment) -> None:
     result = deployment.ctl("--json", "numprocesses", "web")
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout)["numprocesses"] == 4
+
+
+def test_example_shows_live_figures_in_top_and_for_prometheus(
+    deployment: Deployment,
+) -> None:
+    result = deployment.ctl("top", "--iterations", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "web" in result.stdout and "worker" in result.stdout
+
+    url = f"http://127.0.0.1:{deployment.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        page = response.read().decode()
+    assert 'circusd_watcher_processes{watcher="web"} 3' in page
 
 
 def worker_log(deployment: Deployment) -> str:
