@@ -38,6 +38,10 @@ def _env(name: str, default: str | None = None) -> str | None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return make_parser().parse_args(argv)
+
+
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="circushttpd",
         description="The circusd web console, and its users.",
@@ -115,7 +119,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                 action="store_true",
                 help="change an existing user's password and role",
             )
-    return parser.parse_args(argv)
+    return parser
 
 
 def _fail(message: str, code: int = EXIT_FAILURE) -> int:

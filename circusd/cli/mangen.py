@@ -1,9 +1,10 @@
-"""Write the man pages circusd(8) and circusctl(1) from the command lines
-themselves: circusd's argparse parser and circusctl's click commands.
+"""Write the man pages circusd(8), circusctl(1) and circushttpd(8) from the
+command lines themselves: the argparse parsers and circusctl's click commands.
 
-Run ``python -m circusd.cli.mangen DIRECTORY``; it writes ``circusd.8`` and
-``circusctl.1`` there. The Debian package does this at build time, so the
-pages always describe the options and commands of the code they ship with.
+Run ``python -m circusd.cli.mangen DIRECTORY``; it writes ``circusd.8``,
+``circusctl.1`` and ``circushttpd.8`` there. The Debian package does this at
+build time, so the pages always describe the options and commands of the code
+they ship with.
 The date on the pages is taken from SOURCE_DATE_EPOCH when it is set (as
 dpkg-buildpackage does), so a rebuild gives the same files.
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 import click
 
 from circusd import __version__
-from circusd.cli import daemon
+from circusd.cli import daemon, httpd
 from circusd.cli.circusctl import EXIT_CODES_HELP, cli
 
 SOURCE = f"circusd {__version__}"
@@ -62,9 +63,22 @@ CIRCUSD_EXIT = [
 ]  # fmt: skip
 
 CIRCUSCTL_ENVIRONMENT = """\
-The control endpoint when --endpoint is not given. The packaged daemon
-listens on ipc:///run/circus/ctl.sock; the Debian package sets this variable
-to that endpoint for login shells (/etc/profile.d/circusctl.sh)."""
+The control endpoint when --endpoint is not given. Without it, circusctl
+uses the packaged daemon's ipc:///run/circus/ctl.sock when that socket
+exists, and Circus's tcp://127.0.0.1:5555 otherwise."""
+
+CIRCUSHTTPD_DESCRIPTION = """\
+circushttpd is circusd's web console: it shows the watchers and processes
+of a circusd, live, with CPU and memory charts, and lets its users start,
+stop, restart and signal them. It talks to circusd only through the control,
+event and statistics endpoints, so it has exactly the rights of the Unix
+user it runs as. Console users log in with a password kept as a scrypt hash
+in a users file, which the adduser and deluser commands manage.
+
+circusd runs it as a watcher when its configuration says httpd = true, as
+httpd_user and on httpd_host:httpd_port (127.0.0.1:8080 by default). The
+whole guide, including serving it behind nginx, is
+/usr/share/doc/circusd/web.md.gz."""
 
 
 # -- roff ----------------------------------------------------------------------
@@ -230,7 +244,55 @@ def circusctl_page() -> str:
     return "\n".join(lines) + "\n"
 
 
-PAGES = {"circusd.8": circusd_page, "circusctl.1": circusctl_page}
+# -- circushttpd(8) ------------------------------------------------------------
+
+
+def _options(parser: argparse.ArgumentParser) -> list[tuple[str, str]]:
+    return [
+        (_action_tag(action), text(action.help or ""))
+        for action in parser._actions  # argparse keeps no public list
+        if not isinstance(action, argparse._SubParsersAction)
+    ]
+
+
+def circushttpd_page() -> str:
+    parser = httpd.make_parser()
+    commands = next(
+        action
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    helps = {choice.dest: choice.help for choice in commands._choices_actions}
+    sections = []
+    for name, sub in commands.choices.items():
+        sections += [
+            f".SS {name}",
+            text(helps.get(name) or ""),
+            ".RS",
+            *tagged(_options(sub)),
+            ".RE",
+        ]
+    lines = [
+        *header("circushttpd", 8, "the circusd web console"),
+        ".SH SYNOPSIS",
+        "\\fBcircushttpd\\fR \\fICOMMAND\\fR [\\fIOPTIONS\\fR]",
+        ".SH DESCRIPTION",
+        paragraphs(CIRCUSHTTPD_DESCRIPTION),
+        ".SH COMMANDS",
+        *sections,
+        ".SH EXIT STATUS",
+        text(str(parser.epilog or "").removeprefix("Exit codes: ")),
+        ".SH SEE ALSO",
+        "\\fBcircusd\\fR(8), \\fBcircusctl\\fR(1)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+PAGES = {
+    "circusd.8": circusd_page,
+    "circusctl.1": circusctl_page,
+    "circushttpd.8": circushttpd_page,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -154,17 +154,39 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
                 pass
 
 
+def not_yet_accepted(port: int) -> int:
+    """Connections waiting in the accept queue of the listener on ``port``."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, queues = fields[1], fields[3], fields[4]
+        if state == "0A" and int(local.split(":")[1], 16) == port:  # LISTEN
+            return int(queues.split(":")[1], 16)
+    raise AssertionError(f"nothing listens on port {port}")
+
+
 def test_example_spreads_requests_over_web_workers(deployment: Deployment) -> None:
     workers = {p.pid for p in deployment.processes("app.py")}
     assert len(workers) == 3, deployment.log()
 
+    # Three clients at once, each connected before any sends its request: a
+    # worker that took one connection waits for its request, so once none is
+    # left waiting to be accepted, three workers hold one each. (One client
+    # after another may well be served by the same worker every time.)
+    clients = [
+        socket.create_connection(("127.0.0.1", deployment.port), timeout=10)
+        for _ in range(3)
+    ]
+    wait_for(lambda: not_yet_accepted(deployment.port) == 0, what="accepts")
     answers: set[tuple[int, int]] = set()
-    for _ in range(100):
-        answer = deployment.get()
-        assert answer is not None, "a web worker refused a connection"
-        answers.add(answer)
-        if len(answers) >= 2:
-            break
+    for client in clients:
+        with client:
+            client.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            reply = b""
+            while chunk := client.recv(4096):
+                reply += chunk
+        match = ANSWER.match(reply.decode().split("\r\n\r\n", 1)[1].strip())
+        assert match, reply
+        answers.add((int(match[1]), int(match[2])))
 
     assert len({pid for _, pid in answers}) >= 2, f"only {answers} answered"
     assert {pid for _, pid in answers} <= workers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import re
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 import click
 
 from circusd import __version__
+from circusd.cli import httpd
 from circusd.cli.circusctl import cli
 from circusd.cli.daemon import make_parser
 from tests.conftest import REPO
@@ -116,3 +118,14 @@ def test_man_pages_describe_every_option_and_command(package, tmp_path):
     for param in cli.params:
         if isinstance(param, click.Option):
             assert param.opts[0] in circusctl, param.opts[0]
+    circushttpd = man_text(root / "usr/share/man/man8/circushttpd.8.gz")
+    subcommands = next(
+        a
+        for a in httpd.make_parser()._actions
+        if isinstance(a, argparse._SubParsersAction)
+    )
+    for name, parser in subcommands.choices.items():
+        assert f".SS {name}\n" in circushttpd, name
+        for action in parser._actions:
+            for option in action.option_strings:
+                assert option in circushttpd, f"{name} {option}"
