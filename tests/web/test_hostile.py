@@ -1,0 +1,95 @@
+"""A hostile local user against circushttpd: the console runs as the
+endpoint_owner with Debian's Python in front of a real circusd, and the
+attacker is another real user (the ``reader`` user, who has no business
+with the console's files) or whatever any local process can send to the
+console's loopback port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ServiceUser, wait_for
+from tests.web.client import Http
+from tests.web.conftest import PASSWORD, Reader
+
+pytestmark = pytest.mark.root
+
+WATCHERS = """
+[watcher:web]
+cmd = sleep 300
+"""
+
+
+@pytest.fixture
+def daemon(start_daemon, workdir: Path, test_user: ServiceUser):
+    return start_daemon(
+        f"[circus]\nendpoint = ipc://{workdir}/ctl.sock\n"
+        f"pubsub_endpoint = ipc://{workdir}/pub.sock\n"
+        f"endpoint_owner = {test_user.name}\n" + WATCHERS
+    )
+
+
+@pytest.fixture
+def console(start_console, daemon, test_user: ServiceUser):
+    return start_console(daemon, test_user)
+
+
+def mallory_users(workdir: Path, users_file: Path, owner: int) -> Path:
+    """A users file with mallory (who knows alice's password) in it."""
+    path = workdir / "mallory.users"
+    text = users_file.read_text().replace("alice:", "mallory:")
+    path.write_text(text)
+    os.chown(path, owner, owner)
+    path.chmod(0o644)
+    return path
+
+
+# -- the users file ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["another user's", "group-writable", "a symlink"])
+def test_the_console_will_not_start_on_a_users_file_others_control(
+    start_console, daemon, test_user: ServiceUser, reader: Reader,
+    users_file: Path, workdir: Path, how: str,
+) -> None:  # fmt: skip
+    if how == "another user's":
+        bad = mallory_users(workdir, users_file, reader.uid)
+        expected = f"belongs to uid {reader.uid}"
+    elif how == "group-writable":
+        bad = workdir / "group.users"
+        shutil.copy(users_file, bad)
+        os.chown(bad, 0, test_user.gid)
+        bad.chmod(0o664)
+        expected = "may be changed by other users"
+    else:
+        bad = workdir / "link.users"
+        bad.symlink_to(users_file)
+        expected = "cannot read users file"
+    console = start_console(daemon, test_user, "--users", str(bad), ready=False)
+    wait_for(lambda: console.process.poll() is not None, what="the console to stop")
+
+    assert console.process.returncode == 1
+    assert expected in console.output()
+
+
+def test_a_users_file_swapped_for_another_users_logs_nobody_in(
+    console, users_file: Path, workdir: Path, reader: Reader
+) -> None:
+    http = console.http()
+    assert http.login("alice", PASSWORD).status == 303
+    assert http.get("/").status == 200
+    # A user who can write the file's directory puts a file of their own
+    # in its place.
+    os.replace(mallory_users(workdir, users_file, reader.uid), users_file)
+
+    assert http.get("/").status == 303  # alice's session ends
+    mallory = Http(console.url)
+    reply = mallory.login("mallory", PASSWORD)
+    assert reply.status == 503
+    assert "users file cannot be read" in reply.body
+    assert mallory.get("/api/watchers").status == 401
+    assert f"belongs to uid {reader.uid}" in console.output()
