@@ -218,7 +218,9 @@ class MetricsService:
     def _spawn(self) -> None:
         assert self._arbiter is not None
         self._restart = None
-        argv = [sys.executable, "-m", "circusd.metrics.helper"]
+        # -P: not the working directory first on the module path (python -m
+        # puts it there), where another user may have planted modules.
+        argv = [sys.executable, "-P", "-m", "circusd.metrics.helper"]
         argv += ["--log-level", logging.getLevelName(log.getEffectiveLevel()).lower()]
         argv += self._reader_arguments()
         fds: list[int] = []
