@@ -60,6 +60,14 @@ def connect(host: str, port: int) -> socket.socket:
     return sock
 
 
+def handshake(sock: socket.socket) -> None:
+    """Wait for the server's READY, as a ZeroMQ client does before it sends
+    its subscriptions (a message sent earlier breaks the handshake)."""
+    flags, body = read_frame(sock)
+    if not flags & 0x04 or not body.startswith(b"\x05READY"):
+        raise ConnectionError(f"no READY from the server: {body[:40]!r}")
+
+
 def listen(host: str, port: int, seconds: float) -> str:
     """Like a ZeroMQ SUB socket, connect again while refused (a tcp peer
     cannot be identified while another user connects at the same moment)."""
@@ -67,20 +75,31 @@ def listen(host: str, port: int, seconds: float) -> str:
     while time.monotonic() < deadline:
         try:
             sock = connect(host, port)
-            sock.sendall(frame(b"\x01stat."))
-            received = 0
-            while time.monotonic() < deadline:
-                sock.settimeout(max(deadline - time.monotonic(), 0.01))
-                try:
-                    flags, body = read_frame(sock)
-                except TimeoutError:
-                    break
-                if not flags & 0x04 and body.startswith(b"stat."):
-                    received += 1
-            return f"received {received}"
         except OSError:
             time.sleep(random.uniform(0.1, 0.3))
+            continue
+        with sock:
+            try:
+                handshake(sock)
+                sock.sendall(frame(b"\x01stat."))
+                return f"received {receive(sock, deadline)}"
+            except OSError:
+                pass
+        time.sleep(random.uniform(0.1, 0.3))
     return "refused"
+
+
+def receive(sock: socket.socket, deadline: float) -> int:
+    received = 0
+    while time.monotonic() < deadline:
+        sock.settimeout(max(deadline - time.monotonic(), 0.01))
+        try:
+            flags, body = read_frame(sock)
+        except TimeoutError:
+            break
+        if not flags & 0x04 and body.startswith(b"stat."):
+            received += 1
+    return received
 
 
 def topic(number: int, size: int) -> bytes:
@@ -96,6 +115,7 @@ def flood(host: str, port: int, arguments: list[str]) -> str:
         batch = b"".join(frame(b"\x01" + topic(first + n, size)) for n in range(topics))
         try:
             sock = connect(host, port)
+            handshake(sock)
             sock.sendall(batch)
         except OSError:
             continue  # refused or dropped by the server
