@@ -32,7 +32,7 @@ from circusd.web.passwords import UsersFileError, UserStore, check_login
 from circusd.web.security import Client, client_of, cross_site_problem, host_problem
 from circusd.web.sessions import Session, Sessions
 from circusd.web.settings import Settings
-from circusd.web.throttle import Throttle
+from circusd.web.throttle import Throttle, address_key
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ class Gate:
         name = str(form.get("username", ""))[:64]
         password = str(form.get("password", ""))
         next_path = safe_path(form.get("next"))
-        keys = [f"address:{client.address}", f"user:{name}"]
+        keys = [address_key(client.address), f"user:{name}"]
         wait = self.throttle.wait(keys)
         if wait > 0:
             log.warning("login throttled user=%r address=%s", name, client.address)

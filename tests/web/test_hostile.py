@@ -6,6 +6,7 @@ console's loopback port."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 from pathlib import Path
@@ -93,3 +94,30 @@ def test_a_users_file_swapped_for_another_users_logs_nobody_in(
     assert "users file cannot be read" in reply.body
     assert mallory.get("/api/watchers").status == 401
     assert f"belongs to uid {reader.uid}" in console.output()
+
+
+# -- guessing passwords --------------------------------------------------------------
+
+
+class FromAddress(Http):
+    """A client that connects from a loopback address of its choosing: any
+    local user may bind 127.0.0.0/8 addresses other than 127.0.0.1."""
+
+    def __init__(self, url: str, source: str) -> None:
+        super().__init__(url)
+        self.source = source
+
+    def _connection(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(
+            self.host, self.port, timeout=15, source_address=(self.source, 0)
+        )
+
+
+def test_a_new_loopback_address_per_guess_does_not_escape_the_limit(console) -> None:
+    statuses = [
+        FromAddress(console.url, f"127.0.{n}.{n + 10}")
+        .login(f"user{n}", "a guess")
+        .status
+        for n in range(6)
+    ]
+    assert statuses == [401] * 5 + [429]
