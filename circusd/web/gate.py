@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 # Password checks waiting or running; beyond, logins are refused for a
 # moment instead of queueing CPU and memory work without bound.
 MAX_CHECKING = 8
-_BACK = re.compile(r"/(watchers/[^/?#\\]+)?")
+_BACK = re.compile(r"/(watchers/[^/?#\\\x00-\x20\x7f]+)?")  # no controls, no spaces
 
 Form = MultiDictProxy[Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -121,3 +121,27 @@ def test_a_new_loopback_address_per_guess_does_not_escape_the_limit(console) -> 
         for n in range(6)
     ]
     assert statuses == [401] * 5 + [429]
+
+
+# -- what a request may carry ----------------------------------------------------------
+
+
+def test_a_back_path_with_line_breaks_gets_a_clean_redirect(console, daemon) -> None:
+    http = Http(console.url)
+    assert http.login("alice", PASSWORD).status == 303
+    token = http.csrf("/")
+    back = "/watchers/web\r\nSet-Cookie: planted=1"
+    reply = http.post(
+        "/watchers/web/incr", {"csrf": token, "back": back}, headers=http.same_origin()
+    )
+    assert reply.status == 303 and reply.location == "/watchers/web"
+    assert not any("planted" in line for line in reply.cookies)
+    assert "Traceback" not in console.output()
+
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1:80@evil.example", "127.0.0.1:http", "[::1]x", "127.0.0.1:"]
+)
+def test_a_host_header_that_is_not_a_host_and_port_is_refused(console, host) -> None:
+    reply = Http(console.url).get("/login", headers={"Host": host})
+    assert reply.status == 400
