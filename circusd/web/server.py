@@ -13,6 +13,7 @@ import ssl
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from circusd.web.console import Console
 from circusd.web.passwords import UserStore
@@ -31,6 +32,23 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
+class BadRequests(logging.Filter):
+    """aiohttp logs every request it cannot parse with a traceback, so
+    anyone who reaches the port could fill circusd's log with a few bytes
+    per request: such a request gets one warning line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.msg, record.args = (
+                "bad request refused: %s",
+                (" ".join(str(error).split())[:200],),
+            )
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def passed_socket(fd: int) -> socket.socket:
     """The listening socket circusd passed; made non-inheritable again."""
     sock = socket.socket(fileno=fd)
@@ -44,6 +62,7 @@ async def serve(settings: Settings) -> None:
     OSError or ssl.SSLError when the console cannot start."""
     sock = passed_socket(settings.fd) if settings.fd is not None else None
     check(settings, sock)
+    logging.getLogger("aiohttp.server").addFilter(BadRequests())
     users = UserStore(settings.users_file)
     context = tls_context(settings)
     host = str(sock.getsockname()[0]) if sock is not None else settings.host

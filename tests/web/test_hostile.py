@@ -9,13 +9,14 @@ from __future__ import annotations
 import http.client
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ServiceUser, wait_for
 from tests.web.client import Http
-from tests.web.conftest import PASSWORD, Reader
+from tests.web.conftest import PASSWORD, Reader, both_flavours
 
 pytestmark = pytest.mark.root
 
@@ -145,3 +146,25 @@ def test_a_back_path_with_line_breaks_gets_a_clean_redirect(console, daemon) -> 
 def test_a_host_header_that_is_not_a_host_and_port_is_refused(console, host) -> None:
     reply = Http(console.url).get("/login", headers={"Host": host})
     assert reply.status == 400
+
+
+@both_flavours
+def test_malformed_requests_cost_one_log_line_each_not_a_traceback(
+    start_console, daemon, operator
+) -> None:
+    console = start_console(daemon, operator)
+    port = int(console.url.rsplit(":", 1)[1])
+    bad = [
+        b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"GET /login HTTP/9.9\r\nHost: 127.0.0.1\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(40),  # TLS hello
+        b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: x\r\n\r\n",
+        b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\n\r\n",
+    ]
+    for request in bad:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(request)
+            assert sock.recv(100).startswith(b"HTTP/")
+    assert Http(console.url).get("/login").status == 200
+
+    assert "Traceback" not in console.output()
