@@ -27,6 +27,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from circusd.web import pages
+from circusd.web.connections import read_body
 from circusd.web.hub import Hub
 from circusd.web.passwords import UsersFileError, UserStore, check_login
 from circusd.web.security import Client, client_of, cross_site_problem, host_problem
@@ -197,7 +198,7 @@ class Gate:
                     else "not logged in"
                 )
                 return self.refuse(request, 401 if login else 403, what)
-            form = await request.post()
+            form = await read_body(request)
             token = _text(form.get("csrf")) or request.headers.get("X-CSRF-Token")
             if not session.valid_csrf(token):
                 log.warning("refused address=%s path=%s reason='csrf token %s'",

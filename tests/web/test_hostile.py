@@ -10,10 +10,12 @@ import http.client
 import os
 import shutil
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from circusd.web.connections import MAX_CONNECTIONS
 from tests.conftest import ServiceUser, wait_for
 from tests.web.client import Http
 from tests.web.conftest import PASSWORD, Reader, both_flavours
@@ -33,6 +35,12 @@ def daemon(start_daemon, workdir: Path, test_user: ServiceUser):
         f"pubsub_endpoint = ipc://{workdir}/pub.sock\n"
         f"endpoint_owner = {test_user.name}\n" + WATCHERS
     )
+
+
+@pytest.fixture
+def intruder_name(reader: Reader) -> str:
+    """A local user with no business with the console."""
+    return reader.name
 
 
 @pytest.fixture
@@ -168,3 +176,45 @@ def test_malformed_requests_cost_one_log_line_each_not_a_traceback(
     assert Http(console.url).get("/login").status == 200
 
     assert "Traceback" not in console.output()
+
+
+# -- holding connections ---------------------------------------------------------------
+
+
+@both_flavours
+def test_half_sent_requests_cannot_use_up_the_consoles_connections(
+    start_console, daemon, operator, intruder_name: str, workdir: Path
+) -> None:
+    console = start_console(daemon, operator)
+    port = int(console.url.rsplit(":", 1)[1])
+    script = workdir / "half_requests.py"
+    script.write_text(HALF_REQUESTS)
+    script.chmod(0o644)
+    holder = subprocess.Popen(
+        ["runuser", "-u", intruder_name, "--", "/usr/bin/python3", str(script),
+         str(port), str(MAX_CONNECTIONS + 100)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().startswith("holding")
+        reply = Http(console.url).get("/login")
+        fds = len(os.listdir(f"/proc/{console.process.pid}/fd"))
+    finally:
+        holder.communicate(timeout=30)
+
+    assert reply.status == 200
+    assert fds < MAX_CONNECTIONS + 64, fds
+
+
+HALF_REQUESTS = """\
+import socket, sys
+port, count = int(sys.argv[1]), int(sys.argv[2])
+held = []
+for _ in range(count):
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"GET /login HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nX-Slow: ")
+    held.append(sock)
+print("holding", len(held), flush=True)
+sys.stdin.read()
+"""
