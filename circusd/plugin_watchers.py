@@ -84,7 +84,7 @@ def watcher_config(plugin: PluginConfig) -> WatcherConfig:
     return WatcherConfig(
         name=watcher_name(plugin),
         cmd=sys.executable,
-        args=("-m", "circusd.plugins"),
+        args=("-P", "-m", "circusd.plugins"),  # -P: no modules from the cwd
         singleton=True,
         priority=plugin.priority,
         autostart=plugin.active,

@@ -58,7 +58,8 @@ def with_console(config: Config, environ: Mapping[str, str]) -> Config:
     watcher = WatcherConfig(
         name=NAME,
         cmd=sys.executable,
-        args=("-m", "circusd.web", "serve", "--fd", f"$(circus.sockets.{NAME})"),
+        # -P: not the working directory first on the module path
+        args=("-P", "-m", "circusd.web", "serve", "--fd", f"$(circus.sockets.{NAME})"),
         uid=entry.pw_name,
         singleton=True,
         graceful_timeout=5.0,

@@ -30,6 +30,7 @@ import secrets
 import socket
 import stat
 import struct
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -183,6 +184,7 @@ class _Entry:
     state: str
     uid: int
     inode: int
+    received: int | None = None  # bytes received on it, when the kernel says
 
 
 def _address(text: str) -> Address:
@@ -205,6 +207,11 @@ _SOCK_DIAG_BY_FAMILY = 20
 _DUMP_REQUEST = 0x301  # NLM_F_REQUEST | NLM_F_DUMP
 _NLMSG_ERROR, _NLMSG_DONE = 2, 3
 _STATES = (1 << 1) | (1 << 8)  # TCP_ESTABLISHED, TCP_CLOSE_WAIT
+_INFO = 2  # INET_DIAG_INFO: the socket's struct tcp_info
+_BYTES_RECEIVED = slice(128, 136)  # tcpi_bytes_received, Linux 4.1 and later
+# libzmq asks the ZAP handler about a connection once its client's ZMTP 3
+# greeting (64 bytes) is in: one that sent less cannot be the one asked about.
+GREETING = 64
 
 
 def read_tcp_table() -> list[_Entry]:
@@ -225,7 +232,7 @@ def _diag_table() -> list[_Entry]:
         netlink.settimeout(1.0)
         for sequence, family in enumerate((socket.AF_INET, socket.AF_INET6), 1):
             request = struct.pack(
-                "=BBBBI", family, socket.IPPROTO_TCP, 0, 0, _STATES
+                "=BBBBI", family, socket.IPPROTO_TCP, 1 << (_INFO - 1), 0, _STATES
             ) + bytes(48)
             header = struct.pack(
                 "=IHHII", 16 + len(request), _SOCK_DIAG_BY_FAMILY, _DUMP_REQUEST,
@@ -261,11 +268,25 @@ def _read_dump(netlink: socket.socket, entries: list[_Entry]) -> None:
                     f"{state:02X}",
                     uid,
                     inode,
+                    _bytes_received(data, body + 72, offset + length),
                 )
             )
             offset += (length + 3) & ~3
         if not data:
             return
+
+
+def _bytes_received(data: bytes, start: int, end: int) -> int | None:
+    """tcpi_bytes_received from the attributes after an inet_diag_msg."""
+    while start + 4 <= end:
+        length, kind = struct.unpack_from("=HH", data, start)
+        if length < 4:
+            return None
+        if kind == _INFO and length - 4 >= _BYTES_RECEIVED.stop:
+            info = data[start + 4 : start + length]
+            return int.from_bytes(info[_BYTES_RECEIVED], sys.byteorder)
+        start += (length + 3) & ~3
+    return None
 
 
 def _proc_table() -> list[_Entry]:
@@ -337,6 +358,8 @@ class TcpPeers:
         keys: dict[int, tuple[bytes, int]] = {}
         for entry in table:
             if entry.state in (_ESTABLISHED, _CLOSE_WAIT) and self._ours(entry.local):
+                if entry.received is not None and entry.received < GREETING:
+                    continue  # not asked about yet (a connection left idle)
                 uid = clients.get((entry.remote, entry.local), REMOTE)
                 keys[entry.inode] = (entry.remote[0], uid)
         self._forget(keys)

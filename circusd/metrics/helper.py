@@ -13,6 +13,8 @@ Started by the daemon (``circusd.metrics.service``), never by hand::
 - the listening sockets, already bound by the daemon: the stats endpoint
   (served with ZeroMQ's ZMQ_USE_FD), the Prometheus port, and the
   ``[socket:NAME]`` sockets whose waiting connections are counted.
+- who may subscribe (``circusd.metrics.gate``): ``--owner-uid``,
+  ``--readonly-gid`` and ``--insecure-tcp``, as in circusd's config.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import sys
 
 import zmq.asyncio
 
+from circusd.metrics.gate import StreamGate
 from circusd.metrics.prometheus import MetricsPage, MetricsServer
 from circusd.metrics.snapshot import Snapshot, decode
 from circusd.metrics.stream import StatsStream
@@ -42,6 +45,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--stats", nargs=2, metavar=("FD", "ENDPOINT"))
     parser.add_argument("--prometheus", type=int, metavar="FD")
     parser.add_argument("--socket", action="append", default=[], metavar="NAME=FD")
+    parser.add_argument("--owner-uid", type=int, metavar="UID")
+    parser.add_argument("--readonly-gid", type=int, metavar="GID")
+    parser.add_argument("--insecure-tcp", action="store_true")
     parser.add_argument("--log-level", default="info")
     return parser.parse_args(argv)
 
@@ -66,9 +72,11 @@ async def run(args: argparse.Namespace) -> int:
     }
     stream = None
     tasks = []
+    gate = StreamGate(context, args.owner_uid, args.readonly_gid, args.insecure_tcp)
+    tasks.append(asyncio.create_task(gate.serve()))
     if args.stats:
         fd, endpoint = args.stats
-        stream = StatsStream(context, int(fd), endpoint, latest, sampler, sockets)
+        stream = StatsStream(context, int(fd), endpoint, latest, sampler, sockets, gate)
         tasks.append(asyncio.create_task(stream.serve()))
         log.info("serving stats_endpoint=%s", endpoint)
     server = None
@@ -98,6 +106,7 @@ async def run(args: argparse.Namespace) -> int:
             stream.close()
         if server is not None:
             server.close()
+        gate.close()
         context.term()
     return 0
 

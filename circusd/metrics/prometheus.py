@@ -32,7 +32,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STATES = ("stopped", "starting", "active", "stopping", "failed")
 REQUEST_LIMIT = 8192  # bytes of request line and headers
 REQUEST_TIMEOUT = 5.0  # seconds to receive them
-MAX_CLIENTS = 16
+MAX_CLIENTS = 16  # connections waiting for their request
+MAX_CONNECTIONS = 64  # in all, answers being sent included
 
 
 @dataclass(frozen=True)
@@ -207,11 +208,18 @@ def _start_time(pid: int) -> float:
 
 
 class MetricsServer:
+    """Any local user can connect, so a connection costs little and never
+    stays long: at most ``MAX_CLIENTS`` wait for their request at a time,
+    and a new one makes room by closing the one that has waited longest (a
+    slow client cannot keep Prometheus out); at most ``MAX_CONNECTIONS`` in
+    all. A client that goes away at any point is simply forgotten."""
+
     def __init__(self, fd: int, page: MetricsPage) -> None:
         self._listening = socket.socket(fileno=fd)
         self._listening.setblocking(False)
         self._page = page
-        self._slots = asyncio.Semaphore(MAX_CLIENTS)
+        self._waiting: dict[asyncio.StreamWriter, None] = {}  # oldest first
+        self._open = 0
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -222,21 +230,40 @@ class MetricsServer:
     async def _client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        if self._slots.locked():
-            writer.close()  # too many at once; Prometheus retries next scrape
+        if self._open >= MAX_CONNECTIONS:
+            writer.close()
             return
-        async with self._slots:
-            try:
-                head = await asyncio.wait_for(
-                    reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT
-                )
-                status, body = self._answer(head)
-            except (TimeoutError, asyncio.IncompleteReadError):
-                writer.close()
-                return
-            except asyncio.LimitOverrunError:
-                status, body = "431 Request Header Fields Too Large", "too large\n"
-            await self._send(writer, status, body)
+        self._open += 1
+        try:
+            head = await self._request(reader, writer)
+            if head is not None:
+                await self._send(writer, *self._answer(head))
+        finally:
+            self._open -= 1
+
+    async def _request(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bytes | None:
+        """The request line and headers; None when the client gave up or was
+        closed to make room (a request too large gets its answer here)."""
+        if len(self._waiting) >= MAX_CLIENTS:
+            oldest = next(iter(self._waiting))
+            del self._waiting[oldest]
+            oldest.close()  # its read ends at once
+        self._waiting[writer] = None
+        try:
+            return await asyncio.wait_for(
+                reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT
+            )
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+        except asyncio.LimitOverrunError:
+            await self._send(
+                writer, "431 Request Header Fields Too Large", "too large\n"
+            )
+        finally:
+            self._waiting.pop(writer, None)
+        return None
 
     def _answer(self, head: bytes) -> tuple[str, str]:
         method, _, rest = head.split(b"\r\n", 1)[0].partition(b" ")

@@ -218,8 +218,11 @@ class MetricsService:
     def _spawn(self) -> None:
         assert self._arbiter is not None
         self._restart = None
-        argv = [sys.executable, "-m", "circusd.metrics.helper"]
+        # -P: not the working directory first on the module path (python -m
+        # puts it there), where another user may have planted modules.
+        argv = [sys.executable, "-P", "-m", "circusd.metrics.helper"]
         argv += ["--log-level", logging.getLevelName(log.getEffectiveLevel()).lower()]
+        argv += self._reader_arguments()
         fds: list[int] = []
         zmq_endpoint = self._zmq_endpoint()
         if self._stats is not None and zmq_endpoint is not None:
@@ -251,6 +254,17 @@ class MetricsService:
         self._connecting = asyncio.get_running_loop().create_task(
             self._connect(process)
         )
+
+    def _reader_arguments(self) -> list[str]:
+        """Who may subscribe to the stream: who may read circusd's state."""
+        argv = []
+        if self._guard.owner_uid is not None:
+            argv += ["--owner-uid", str(self._guard.owner_uid)]
+        if self._guard.readonly_gid is not None:
+            argv += ["--readonly-gid", str(self._guard.readonly_gid)]
+        if self._circus.insecure_tcp:
+            argv.append("--insecure-tcp")
+        return argv
 
     def _arbiter_socket_fds(self) -> dict[str, int]:
         assert self._arbiter is not None

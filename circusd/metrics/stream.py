@@ -11,6 +11,8 @@ socket had a connection waiting; but instead of polling every socket every
 10 ms, each one is watched by the event loop and, once seen readable, left
 alone for 10 ms. An idle socket costs nothing, a busy one at most 100
 wake-ups a second, and only while someone is subscribed to ``stat.sockets``.
+
+Only callers who may read circusd's state can subscribe (``gate``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import zmq
 import zmq.asyncio
 
 from circusd.metrics.collect import SOCKETS, Interest, messages
+from circusd.metrics.gate import StreamGate
 from circusd.metrics.snapshot import Snapshot
 from circusd.stats import Sampler
 
@@ -34,6 +37,7 @@ READ_RESOLUTION = 0.01  # seconds a socket is left alone once seen readable
 # A subscriber that cannot keep up loses messages instead of growing memory:
 # about 40 publications of 500 processes.
 SEND_HWM = 20_000
+MAX_TOPIC = 4096  # bytes in one subscription; a longer one drops its connection
 
 
 class SocketReads:
@@ -84,6 +88,7 @@ class StatsStream:
         snapshot: Callable[[], Snapshot | None],
         sampler: Sampler,
         socket_fds: Mapping[str, int],
+        gate: StreamGate,
     ) -> None:
         self._snapshot = snapshot
         self._sampler = sampler
@@ -96,6 +101,8 @@ class StatsStream:
         self._socket = context.socket(zmq.XPUB)
         self._socket.linger = 0
         self._socket.sndhwm = SEND_HWM
+        self._socket.maxmsgsize = MAX_TOPIC + 1  # the topic and its (un)subscribe byte
+        gate.guard(self._socket, fd)
         if endpoint.startswith("tcp://["):
             self._socket.ipv6 = True
         self._socket.setsockopt(zmq.USE_FD, fd)

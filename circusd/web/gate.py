@@ -27,19 +27,20 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from circusd.web import pages
+from circusd.web.connections import read_body
 from circusd.web.hub import Hub
 from circusd.web.passwords import UsersFileError, UserStore, check_login
 from circusd.web.security import Client, client_of, cross_site_problem, host_problem
 from circusd.web.sessions import Session, Sessions
 from circusd.web.settings import Settings
-from circusd.web.throttle import Throttle
+from circusd.web.throttle import Throttle, address_key
 
 log = logging.getLogger(__name__)
 
 # Password checks waiting or running; beyond, logins are refused for a
 # moment instead of queueing CPU and memory work without bound.
 MAX_CHECKING = 8
-_BACK = re.compile(r"/(watchers/[^/?#\\]+)?")
+_BACK = re.compile(r"/(watchers/[^/?#\\\x00-\x20\x7f]+)?")  # no controls, no spaces
 
 Form = MultiDictProxy[Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -197,7 +198,7 @@ class Gate:
                     else "not logged in"
                 )
                 return self.refuse(request, 401 if login else 403, what)
-            form = await request.post()
+            form = await read_body(request)
             token = _text(form.get("csrf")) or request.headers.get("X-CSRF-Token")
             if not session.valid_csrf(token):
                 log.warning("refused address=%s path=%s reason='csrf token %s'",
@@ -245,7 +246,7 @@ class Gate:
         name = str(form.get("username", ""))[:64]
         password = str(form.get("password", ""))
         next_path = safe_path(form.get("next"))
-        keys = [f"address:{client.address}", f"user:{name}"]
+        keys = [address_key(client.address), f"user:{name}"]
         wait = self.throttle.wait(keys)
         if wait > 0:
             log.warning("login throttled user=%r address=%s", name, client.address)

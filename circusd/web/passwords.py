@@ -170,6 +170,12 @@ def format_users(users: dict[str, User]) -> str:
 def _check_file_mode(path: str, info: os.stat_result) -> None:
     if not stat.S_ISREG(info.st_mode):
         raise UsersFileError(f"users file {path} is not a regular file")
+    if info.st_uid not in (0, os.geteuid()):
+        raise UsersFileError(
+            f"users file {path} belongs to uid {info.st_uid}, who could add "
+            "themselves; it must belong to root or to circushttpd's own user "
+            f"(uid {os.geteuid()})"
+        )
     if info.st_mode & 0o022:
         raise UsersFileError(
             f"users file {path} ({stat.filemode(info.st_mode)}) may be changed "

@@ -7,6 +7,7 @@ headers every response carries.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -92,11 +93,15 @@ def client_of(
     return Client(address, scheme, host, proxied=True)
 
 
-def host_name(host: str) -> str:
-    """``example.org:8080`` → ``example.org``; ``[::1]:80`` → ``::1``."""
-    if host.startswith("["):
-        return host[1:].partition("]")[0]
-    return host.rpartition(":")[0] if host.count(":") == 1 else host
+# A host name or IPv4 address, or an IPv6 address in brackets, and a port.
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~-]+)(:[0-9]{1,5})?")
+
+
+def host_name(host: str) -> str | None:
+    """``example.org:8080`` → ``example.org``; ``[::1]:80`` → ``::1``; None
+    when ``host`` is not a host and an optional port."""
+    found = _HOST.fullmatch(host)
+    return None if found is None else found[1].removeprefix("[").removesuffix("]")
 
 
 def host_problem(client: Client, loopback_only: bool) -> str | None:
@@ -105,7 +110,10 @@ def host_problem(client: Client, loopback_only: bool) -> str | None:
     127.0.0.1 (DNS rebinding)."""
     if not client.host:
         return "missing Host header"
-    if loopback_only and not is_loopback_host(host_name(client.host)):
+    name = host_name(client.host)
+    if name is None:
+        return f"malformed Host {client.host!r}"
+    if loopback_only and not is_loopback_host(name):
         return (
             f"unexpected Host {client.host!r}: this console answers to loopback names"
         )

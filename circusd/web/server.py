@@ -13,7 +13,9 @@ import ssl
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
+from circusd.web.connections import Connections
 from circusd.web.console import Console
 from circusd.web.passwords import UserStore
 from circusd.web.settings import Settings, check, is_loopback_host
@@ -31,6 +33,23 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
+class BadRequests(logging.Filter):
+    """aiohttp logs every request it cannot parse with a traceback, so
+    anyone who reaches the port could fill circusd's log with a few bytes
+    per request: such a request gets one warning line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.msg, record.args = (
+                "bad request refused: %s",
+                (" ".join(str(error).split())[:200],),
+            )
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def passed_socket(fd: int) -> socket.socket:
     """The listening socket circusd passed; made non-inheritable again."""
     sock = socket.socket(fileno=fd)
@@ -44,6 +63,7 @@ async def serve(settings: Settings) -> None:
     OSError or ssl.SSLError when the console cannot start."""
     sock = passed_socket(settings.fd) if settings.fd is not None else None
     check(settings, sock)
+    logging.getLogger("aiohttp.server").addFilter(BadRequests())
     users = UserStore(settings.users_file)
     context = tls_context(settings)
     host = str(sock.getsockname()[0]) if sock is not None else settings.host
@@ -52,30 +72,49 @@ async def serve(settings: Settings) -> None:
     )
     console = Console(settings)
     web_console = WebConsole(settings, users, console, loopback_only)
-    runner = web.AppRunner(
-        web_console.application(), access_log=None, **_runner_options()
-    )
+    app = web_console.application()
+    connections = Connections()
+    app.middlewares.append(connections.middleware)
+    runner = web.AppRunner(app, access_log=None, **_runner_options())
     await runner.setup()
-    site: web.BaseSite
-    if sock is not None:
-        site = web.SockSite(runner, sock, ssl_context=context)
-    else:
-        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=context)
+    connections.server = runner.server
+    loop = asyncio.get_running_loop()
     try:
-        await site.start()
+        # Not aiohttp's sites: every connection goes through Connections.
+        if sock is not None:
+            server = await loop.create_server(
+                connections.protocol, sock=sock, ssl=context
+            )
+        else:
+            server = await loop.create_server(
+                connections.protocol, settings.host, settings.port, ssl=context
+            )
+    except BaseException:
+        await runner.cleanup()
+        raise
+    try:
+        connections.start()
         console.start()
         log.info(
             "circushttpd started pid=%d url=%s users=%d endpoint=%s",
             os.getpid(),
-            site.name,
+            _url(server, context is not None),
             len(users.load()),
             settings.endpoint,
         )
         await _until_stopped()
     finally:
+        server.close()
+        connections.stop()
         await runner.cleanup()
         await console.stop()
     log.info("circushttpd stopped pid=%d", os.getpid())
+
+
+def _url(server: asyncio.Server, tls: bool) -> str:
+    host, port = server.sockets[0].getsockname()[:2]
+    host = f"[{host}]" if ":" in host else host
+    return f"{'https' if tls else 'http'}://{host}:{port}"
 
 
 def _runner_options() -> dict[str, Any]:

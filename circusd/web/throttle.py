@@ -6,6 +6,7 @@ so parallel attempts cannot slip through together."""
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
@@ -13,6 +14,23 @@ from collections.abc import Callable, Iterable
 MAX_FAILURES = 5
 WINDOW = 300.0
 MAX_KEYS = 10_000
+
+
+def address_key(address: str) -> str:
+    """The throttle key of a client address. A local user can connect from
+    any of the 16 million loopback addresses, and an IPv6 client usually
+    holds a whole /64: each counts as one address."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return f"address:{address}"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return "address:loopback"
+    if isinstance(ip, ipaddress.IPv6Address):
+        return f"address:{ipaddress.IPv6Network((ip, 64), strict=False)}"
+    return f"address:{ip}"
 
 
 class Throttle:

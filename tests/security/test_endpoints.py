@@ -82,6 +82,43 @@ def test_loopback_tcp_callers_are_known_by_uid(
     assert request_as("root", endpoint, "status", name="w")["status"] == "active"
 
 
+def test_an_idle_connection_from_another_user_hides_nobody(
+    start_daemon, workdir, request_as, owner: ServiceUser, intruder: Intruder
+):
+    """A client is told apart from others on loopback only once it has sent
+    its ZMTP greeting: a connection that sends nothing (held open by another
+    user) must not make every later caller unidentifiable."""
+    port = free_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    start_daemon(f"""
+        [circus]
+        endpoint = {endpoint}
+        pubsub_endpoint = ipc://{workdir}/pub.sock
+        endpoint_owner = {owner.name}
+
+        [watcher:w]
+        cmd = sleep 300
+        """)
+    idle = subprocess.Popen(
+        ["runuser", "-u", intruder.name, "--", "/usr/bin/python3", "-c",
+         "import socket, sys, time\n"
+         f"held = [socket.create_connection(('127.0.0.1', {port})) for _ in range(3)]\n"
+         "print('holding', flush=True)\n"
+         "sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert idle.stdout is not None and idle.stdout.readline() == "holding\n"
+        reply = request_as(owner.name, endpoint, "status")
+        stranger = request_as(intruder.name, endpoint, "stop", name="w")
+    finally:
+        idle.communicate(timeout=10)  # closes its stdin: it lets go
+
+    assert reply["status"] == "ok", reply
+    assert f"uid {intruder.uid}" in stranger["reason"], stranger
+    assert request_as("root", endpoint, "status", name="w")["status"] == "active"
+
+
 def test_tcp_beyond_loopback_without_curve_is_a_config_error(start_daemon, workdir):
     port = free_port()
     daemon = start_daemon(

@@ -16,12 +16,19 @@ class Table:
         self.entries: list[_Entry] = []
         self._inode = 100
 
-    def connect(self, uid: int, port: int, client_state: str = "01") -> int:
-        """A client of ``uid`` on ``port``; returns the server end's inode."""
+    def connect(
+        self,
+        uid: int,
+        port: int,
+        client_state: str = "01",
+        received: int | None = None,
+    ) -> int:
+        """A client of ``uid`` on ``port`` (``received``: bytes the server end
+        got, when the kernel tells); returns the server end's inode."""
         self._inode += 2
         server = (HOST, PORT)
         client = (HOST, port)
-        self.entries.append(_Entry(server, client, "01", 0, self._inode))
+        self.entries.append(_Entry(server, client, "01", 0, self._inode, received))
         client_inode = 0 if client_state == "06" else self._inode + 1
         self.entries.append(_Entry(client, server, client_state, uid, client_inode))
         return self._inode
@@ -93,3 +100,11 @@ def test_peer_on_another_host_is_anonymous_unless_declared_insecure():
     assert tracker.identify("192.0.2.7", insecure=False).uid is None
     table.entries.append(_Entry((HOST, PORT), (remote[0], 40002), "01", 0, 502))
     assert tracker.identify("192.0.2.7", insecure=True).anonymous_network
+
+
+def test_a_connection_that_sent_no_greeting_yet_hides_nobody():
+    table = Table()
+    table.connect(1002, 40001, received=0)  # held open by another user
+    table.connect(1002, 40002, received=10)  # half a greeting
+    table.connect(1001, 40003, received=90)  # greeting and READY: being asked
+    assert peers(table).identify("127.0.0.1", insecure=False).uid == 1001

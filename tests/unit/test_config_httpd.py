@@ -37,7 +37,7 @@ def test_httpd_runs_the_console_as_httpd_user_on_a_socket_circusd_binds(
     assert watcher.uid == "nobody"
     assert watcher.singleton and watcher.no_new_privs
     assert list(watcher.args) == [
-        "-m", "circusd.web", "serve", "--fd", "$(circus.sockets.circushttpd)"
+        "-P", "-m", "circusd.web", "serve", "--fd", "$(circus.sockets.circushttpd)"
     ]  # fmt: skip
     assert watcher.env["CIRCUSHTTPD_ENDPOINT"] == config.circus.endpoint
     assert watcher.env["CIRCUSHTTPD_PUBSUB_ENDPOINT"] == config.circus.pubsub_endpoint

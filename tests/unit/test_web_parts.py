@@ -29,7 +29,7 @@ from circusd.web.security import (
 )
 from circusd.web.sessions import IDLE, LIFETIME, Sessions
 from circusd.web.settings import Settings, SettingsError, check, parse_proxies
-from circusd.web.throttle import MAX_FAILURES, WINDOW, Throttle
+from circusd.web.throttle import MAX_FAILURES, WINDOW, Throttle, address_key
 
 
 class Clock:
@@ -80,6 +80,15 @@ def test_a_right_password_takes_back_its_attempt() -> None:
 
 
 # -- sessions -----------------------------------------------------------------------
+
+
+def test_every_loopback_address_and_each_ipv6_64_count_as_one_address() -> None:
+    assert address_key("127.0.0.1") == address_key("127.3.2.1") == "address:loopback"
+    assert address_key("::1") == address_key("::ffff:127.0.0.9") == "address:loopback"
+    assert address_key("::ffff:192.0.2.7") == address_key("192.0.2.7")
+    assert address_key("2001:db8::1") == address_key("2001:db8::ffff:1")
+    assert address_key("2001:db8::1") != address_key("2001:db8:0:1::1")
+    assert address_key("192.0.2.7") != address_key("192.0.2.8")
 
 
 def test_sessions_end_when_idle_or_too_old() -> None:

@@ -1,0 +1,136 @@
+"""A subscriber over ZMTP 3.0 (NULL), standard library only, to run as
+another user (``runuser`` with the system's python3).
+
+    zmtp_subscriber.py listen HOST PORT SECONDS
+        subscribe to ``stat.`` and print ``received N`` (messages within
+        SECONDS) or ``refused`` (the server closed the connection);
+    zmtp_subscriber.py flood HOST PORT CONNECTIONS TOPICS SIZE SECONDS MODE
+        open CONNECTIONS connections and send TOPICS subscriptions of SIZE
+        bytes on each (all different with MODE ``unique``, the same ones on
+        every connection with ``same``), keeping none of them here, hold
+        them for SECONDS, and print ``sent``.
+"""
+
+import random
+import socket
+import struct
+import sys
+import time
+
+
+def frame(body: bytes, command: bool = False) -> bytes:
+    flags = 0x04 if command else 0x00
+    if len(body) > 255:
+        return bytes([flags | 0x02]) + struct.pack(">Q", len(body)) + body
+    return bytes([flags, len(body)]) + body
+
+
+def read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("closed by the server")
+        data += chunk
+    return data
+
+
+def read_frame(sock: socket.socket) -> tuple[int, bytes]:
+    flags = read_exactly(sock, 1)[0]
+    if flags & 0x02:
+        size = struct.unpack(">Q", read_exactly(sock, 8))[0]
+    else:
+        size = read_exactly(sock, 1)[0]
+    return flags, read_exactly(sock, size)
+
+
+def connect(host: str, port: int) -> socket.socket:
+    """tcp, or the abstract unix socket ``@NAME`` given as HOST."""
+    if host.startswith("@"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(10)
+        sock.connect("\0" + host[1:])
+    else:
+        sock = socket.create_connection((host, port), timeout=10)
+    sock.sendall(b"\xff" + bytes(8) + b"\x7f" + bytes([3, 0]) + b"NULL".ljust(20, b"\0")
+                 + b"\0" + bytes(31))  # fmt: skip
+    read_exactly(sock, 64)
+    ready = b"\x05READY\x0bSocket-Type" + struct.pack(">I", 3) + b"SUB"
+    sock.sendall(frame(ready, command=True))
+    return sock
+
+
+def handshake(sock: socket.socket) -> None:
+    """Wait for the server's READY, as a ZeroMQ client does before it sends
+    its subscriptions (a message sent earlier breaks the handshake)."""
+    flags, body = read_frame(sock)
+    if not flags & 0x04 or not body.startswith(b"\x05READY"):
+        raise ConnectionError(f"no READY from the server: {body[:40]!r}")
+
+
+def listen(host: str, port: int, seconds: float) -> str:
+    """Like a ZeroMQ SUB socket, connect again while refused (a tcp peer
+    cannot be identified while another user connects at the same moment)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            sock = connect(host, port)
+        except OSError:
+            time.sleep(random.uniform(0.1, 0.3))
+            continue
+        with sock:
+            try:
+                handshake(sock)
+                sock.sendall(frame(b"\x01stat."))
+                return f"received {receive(sock, deadline)}"
+            except OSError:
+                pass
+        time.sleep(random.uniform(0.1, 0.3))
+    return "refused"
+
+
+def receive(sock: socket.socket, deadline: float) -> int:
+    received = 0
+    while time.monotonic() < deadline:
+        sock.settimeout(max(deadline - time.monotonic(), 0.01))
+        try:
+            flags, body = read_frame(sock)
+        except TimeoutError:
+            break
+        if not flags & 0x04 and body.startswith(b"stat."):
+            received += 1
+    return received
+
+
+def topic(number: int, size: int) -> bytes:
+    return (b"stat.%08d." % number).ljust(size, b"x")
+
+
+def flood(host: str, port: int, arguments: list[str]) -> str:
+    connections, topics, size = (int(value) for value in arguments[:3])
+    hold, unique = float(arguments[3]), arguments[4] == "unique"
+    held = []
+    for index in range(connections):
+        first = index * topics if unique else 0
+        batch = b"".join(frame(b"\x01" + topic(first + n, size)) for n in range(topics))
+        try:
+            sock = connect(host, port)
+            handshake(sock)
+            sock.sendall(batch)
+        except OSError:
+            continue  # refused or dropped by the server
+        held.append(sock)
+    time.sleep(hold)
+    return "sent"
+
+
+def main() -> None:
+    mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if mode == "listen":
+        print(listen(host, port, float(sys.argv[4])), flush=True)
+    else:
+        print(flood(host, port, sys.argv[4:]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
