@@ -196,7 +196,7 @@ def test_plugin_watcher_runs_the_runner_with_no_settings_on_its_command_line(
     )
     watcher = watcher_config(config.plugins[0])
     assert watcher.name == "plugin:stats"
-    assert watcher.args == ("-m", "circusd.plugins")
+    assert watcher.args == ("-P", "-m", "circusd.plugins")  # -P: nothing from the cwd
     assert watcher.singleton and watcher.priority == 1
     assert "spaces" not in watcher.cmd + " ".join(watcher.args)
 
