@@ -449,6 +449,32 @@ def load_server_key(path: str) -> tuple[bytes, bytes]:
     return public, secret
 
 
+async def serve_zap(
+    zap: zmq.asyncio.Socket,
+    answer: Callable[[list[bytes]], list[bytes]],
+    on_error: tuple[bytes, bytes, bytes],
+) -> None:
+    """Answer ZAP requests on ``zap`` with ``answer`` until it is closed.
+
+    A handshake is never left waiting: if ``answer`` fails, the reply is
+    ``on_error`` (status code, status text, user id) and the failure logged.
+    """
+    while True:
+        try:
+            request = await zap.recv_multipart()
+        except zmq.ZMQError as exc:
+            if exc.errno in (zmq.ETERM, zmq.ENOTSOCK):
+                return
+            raise
+        try:
+            reply = answer(request)
+        except Exception:
+            log.exception("identifying a peer failed")
+            request_id = request[1] if len(request) > 1 else b""
+            reply = [b"1.0", request_id, *on_error, b""]
+        await zap.send_multipart(reply)
+
+
 # -- the guard: binding, ZAP, socket files -------------------------------------
 
 
@@ -593,23 +619,10 @@ class Guard:
     # -- ZAP ----------------------------------------------------------------------
 
     async def serve(self) -> None:
-        """Answer libzmq's ZAP requests until the context ends."""
-        while True:
-            try:
-                request = await self._zap.recv_multipart()
-            except zmq.ZMQError as exc:
-                if exc.errno in (zmq.ETERM, zmq.ENOTSOCK):
-                    return
-                raise
-            try:
-                reply = self.answer(request)
-            except Exception:
-                # Never leave a handshake waiting: the caller stays
-                # unidentified, so its requests are refused, not trusted.
-                log.exception("identifying a peer failed")
-                reply = [b"1.0", request[1] if len(request) > 1 else b"", b"200",
-                         b"OK", self.identities.user_id(UNIDENTIFIED), b""]  # fmt: skip
-            await self._zap.send_multipart(reply)
+        """Answer libzmq's ZAP requests until the context ends. A failure
+        leaves the caller unidentified, so its requests are refused."""
+        unidentified = self.identities.user_id(UNIDENTIFIED)
+        await serve_zap(self._zap, self.answer, (b"200", b"OK", unidentified))
 
     def answer(self, request: list[bytes]) -> list[bytes]:
         if len(request) < 6 or request[0] != b"1.0":

@@ -26,7 +26,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from circusd.control.auth import ZAP_ENDPOINT, Caller, TcpPeers, ipc_peer
+from circusd.control.auth import ZAP_ENDPOINT, Caller, TcpPeers, ipc_peer, serve_zap
 from circusd.control.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -66,20 +66,7 @@ class StreamGate:
 
     async def serve(self) -> None:
         """Answer libzmq's ZAP requests until the socket is closed."""
-        while True:
-            try:
-                request = await self._zap.recv_multipart()
-            except zmq.ZMQError as exc:
-                if exc.errno in (zmq.ETERM, zmq.ENOTSOCK):
-                    return
-                raise
-            try:
-                reply = self.answer(request)
-            except Exception:
-                log.exception("identifying a subscriber failed")
-                reply = [b"1.0", request[1] if len(request) > 1 else b"", b"400",
-                         b"not identified", b"", b""]  # fmt: skip
-            await self._zap.send_multipart(reply)
+        await serve_zap(self._zap, self.answer, (b"400", b"not identified", b""))
 
     def answer(self, request: list[bytes]) -> list[bytes]:
         if len(request) < 6 or request[0] != b"1.0":
