@@ -76,9 +76,10 @@ def run_as(
     if not Path(SYSTEM_PYTHON).exists():
         pytest.skip(f"{SYSTEM_PYTHON} is needed to act as another user")
     script = workdir / client
-    if not script.exists():  # never rewritten under a client that reads it
-        shutil.copy(HERE / client, script)
-        script.chmod(0o644)
+    for name in (client, "zmtp_client.py"):  # the subscriber imports the latter
+        if not (workdir / name).exists():  # never rewritten under a reader
+            shutil.copy(HERE / name, workdir / name)
+            (workdir / name).chmod(0o644)
     return subprocess.Popen(
         ["runuser", "-u", user, "--", SYSTEM_PYTHON, str(script), *map(str, args)],
         stdout=subprocess.PIPE,

@@ -17,31 +17,8 @@ import struct
 import sys
 import time
 
-
-def frame(body: bytes, command: bool = False) -> bytes:
-    flags = 0x04 if command else 0x00
-    if len(body) > 255:
-        return bytes([flags | 0x02]) + struct.pack(">Q", len(body)) + body
-    return bytes([flags, len(body)]) + body
-
-
-def read_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError("closed by the server")
-        data += chunk
-    return data
-
-
-def read_frame(sock: socket.socket) -> tuple[int, bytes]:
-    flags = read_exactly(sock, 1)[0]
-    if flags & 0x02:
-        size = struct.unpack(">Q", read_exactly(sock, 8))[0]
-    else:
-        size = read_exactly(sock, 1)[0]
-    return flags, read_exactly(sock, size)
+# Copied beside this script: ZMTP framing, shared with the control client.
+from zmtp_client import frame, read_exactly, read_frame
 
 
 def connect(host: str, port: int) -> socket.socket:
