@@ -227,8 +227,9 @@ async def serve(
     stopped = asyncio.create_task(stopping.wait())
     await asyncio.wait({events, stopped}, return_when=asyncio.FIRST_COMPLETED)
     code = EXIT_OK
-    if events.done() and not events.cancelled() and events.exception() is not None:
-        error = PluginError(f"the event stream failed: {describe(events.exception())}")  # type: ignore[arg-type]
+    failure = None if events.cancelled() or not events.done() else events.exception()
+    if failure is not None:
+        error = PluginError(f"the event stream failed: {describe(failure)}")
         if channel is not None:
             channel.error(error)
         plugin.log.error("%s", error.reason)
