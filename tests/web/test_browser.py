@@ -72,6 +72,22 @@ def until(driver: Any, script: str, what: str) -> Any:
     return wait_for(lambda: driver.execute_script(script), WAIT, what)
 
 
+def press(driver: Any, selector: str) -> None:
+    """Click a button that a live update may replace between find and click
+    (a stale element never received the click, so trying again is safe)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    def click() -> bool:
+        try:
+            driver.find_element(By.CSS_SELECTOR, selector).click()
+        except StaleElementReferenceException:
+            return False
+        return True
+
+    wait_for(click, WAIT, f"a click on {selector}")
+
+
 def log_in(driver: Any, url: str, user: str, password: str) -> None:
     from selenium.webdriver.common.by import By
 
@@ -137,9 +153,7 @@ def test_log_in_stop_a_watcher_see_a_chart_log_out(
 
     # Stop `web` and see its state change, with no page load in between.
     browser.execute_script("window.sameDocument = true")
-    browser.find_element(
-        By.CSS_SELECTOR, 'tr[data-watcher="web"] button[data-action="stop"]'
-    ).click()
+    press(browser, 'tr[data-watcher="web"] button[data-action="stop"]')
     until(browser, "const s = document.querySelector('tr[data-watcher=\"web\"] "
           ".status'); return s && s.dataset.status == 'stopped'",
           "web to show as stopped")  # fmt: skip
@@ -189,9 +203,7 @@ def test_a_read_only_console_shows_the_refusal(
     url = start_console(daemon, reader).url
     browser.get(url + "/login")
     log_in(browser, url, "alice", PASSWORD)
-    browser.find_element(
-        By.CSS_SELECTOR, 'tr[data-watcher="web"] button[data-action="stop"]'
-    ).click()
+    press(browser, 'tr[data-watcher="web"] button[data-action="stop"]')
     refusal = wait_for(
         lambda: browser.find_elements(By.CSS_SELECTOR, "#notice p.notice-refused"),
         WAIT,

@@ -241,7 +241,12 @@
       const parts = JSON.parse(event.data);
       for (const id of Object.keys(parts)) {
         const target = document.getElementById(id);
-        if (target) target.innerHTML = parts[id];
+        if (!target) continue;
+        // Parsed first, so that an unchanged part (the first event after the
+        // page loads, usually) keeps its elements and a click in flight lands.
+        const fresh = document.createElement("template");
+        fresh.innerHTML = parts[id];
+        if (fresh.innerHTML !== target.innerHTML) target.replaceChildren(fresh.content);
       }
       drawAll();
     });
