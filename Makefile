@@ -34,15 +34,16 @@ preflight:
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null \
 	  || { echo "error: $(PYTHON) cannot create virtualenvs: apt-get install python3-venv"; exit 1; }
 	@$(PYTHON) -c 'import os, sysconfig; p = sysconfig.get_paths()["include"]; os.stat(p + "/Python.h")' 2>/dev/null \
-	  || { echo "error: Python headers missing (python-prctl is built from source): apt-get install python3-dev"; exit 1; }
+	  || { echo "error: Python headers missing (circusd._spawn and python-prctl are compiled): apt-get install python3-dev"; exit 1; }
 	@test -e /usr/include/sys/capability.h \
 	  || { echo "error: libcap headers missing (python-prctl is built from source): apt-get install libcap-dev"; exit 1; }
 	@command -v cc >/dev/null \
-	  || { echo "error: no C compiler (python-prctl is built from source): apt-get install build-essential"; exit 1; }
+	  || { echo "error: no C compiler (circusd._spawn and python-prctl are compiled): apt-get install build-essential"; exit 1; }
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# setup.py builds circusd/_spawn.c in place (an editable install).
+$(VENV)/.installed: pyproject.toml setup.py circusd/_spawn.c
 	@$(MAKE) --no-print-directory preflight
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'

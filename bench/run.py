@@ -358,8 +358,10 @@ def export_circusd(ref: str, work: Path) -> Path:
     """circusd as committed at `ref`, with circusd and circusctl launchers."""
     root = work / "circusd-src"
     root.mkdir()
+    compiled = git("ls-tree", "--name-only", ref, "setup.py") == "setup.py"
     archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", ref, "circusd"],
+        ["git", "-C", str(REPO), "archive", ref, "circusd"]
+        + (["setup.py"] if compiled else []),
         capture_output=True,
         check=True,
         timeout=60,
@@ -367,6 +369,14 @@ def export_circusd(ref: str, work: Path) -> Path:
     subprocess.run(
         ["tar", "-x", "-C", str(root)], input=archive.stdout, check=True, timeout=60
     )
+    if compiled:  # circusd._spawn, a C extension
+        subprocess.run(
+            [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
+            cwd=root,
+            capture_output=True,
+            check=True,
+            timeout=300,
+        )
     bin_dir = root / "bin"
     bin_dir.mkdir()
     for name, module in (

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import errno
+import fcntl
+import functools
 import logging
 import os
 import resource
 import shlex
 import shutil
-import signal
-import stat
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from circusd import _spawn
 from circusd.config.interpolate import spawn_text
 from circusd.config.model import WatcherConfig
-from circusd.config.options import watcher_options_dict
+from circusd.config.options import CAPABILITY_NAMES, watcher_options_dict
 from circusd.errors import SpawnError, ValueProblem
 from circusd.users import KEEP, Identity, enter_problem, user_environment
 
@@ -34,7 +34,7 @@ class Process:
 
     pid: int
     wid: int
-    popen: subprocess.Popen[bytes]
+    outputs: dict[int, int]  # 1, 2 -> circusd's end of a captured pipe
     started: float = field(default_factory=time.time)
     started_monotonic: float = field(default_factory=time.monotonic)
     stopping: bool = False  # an exit now is expected, not a crash
@@ -128,79 +128,6 @@ def _listdir(path: str) -> list[str]:
         return []
 
 
-def _tool(name: str) -> str | None:
-    return shutil.which(name, path="/usr/bin:/bin:/usr/sbin:/sbin")
-
-
-# util-linux's prlimit and setpriv set up what CPython's subprocess cannot
-# without forking the whole daemon: its vfork path allows cwd, umask and a new
-# session, but not a change of identity, limits or prctl settings. The child
-# execs prlimit (rlimits, still as root), which execs setpriv (bounding set,
-# groups, gid, uid, then no_new_privs and the parent-death signal, in that
-# order), which execs the program. No Python runs in the child, and the
-# daemon's share of a spawn stays that of a plain one.
-PRLIMIT = _tool("prlimit")
-SETPRIV = _tool("setpriv")
-
-
-def _setup_argv(config: WatcherConfig, identity: Identity) -> list[str]:
-    """The prlimit and setpriv words to put before the program, if any."""
-    words: list[str] = []
-    if config.rlimits:
-        words += [
-            _require(PRLIMIT, "prlimit", "rlimit_*"),
-            *(
-                f"--{name}={_limit(soft)}:{_limit(hard)}"
-                for name, (soft, hard) in sorted(config.rlimits.items())
-            ),
-            "--",
-        ]
-    steps: list[str] = []
-    if config.capability_bounding_set is not None:
-        keep = ("+" + name for name in config.capability_bounding_set)
-        steps.append(",".join(["--bounding-set=-all", *keep]))
-    if identity.groups is not None:
-        groups = ",".join(map(str, identity.groups))
-        steps.append(f"--groups={groups}" if groups else "--clear-groups")
-    if identity.gid is not None:
-        steps.append(f"--regid={identity.gid}")
-    if identity.uid is not None:
-        steps.append(f"--reuid={identity.uid}")
-    if config.no_new_privs:
-        steps.append("--no-new-privs")
-    if config.pdeathsig is not None:
-        steps.append(f"--pdeathsig={signal.Signals(config.pdeathsig).name}")
-    if steps:
-        words += [
-            _require(SETPRIV, "setpriv", "uid, gid and the prctl options"),
-            *steps,
-            "--",
-        ]
-    return words
-
-
-def _require(path: str | None, name: str, what: str) -> str:
-    if path is None:
-        raise SpawnError(f"{what} need util-linux's {name}, which is not installed")
-    return path
-
-
-def _check_executable(program: str) -> None:
-    """Report a missing or non-executable program before the fork, as exec
-    would have; exec itself happens in setpriv or prlimit, which can only
-    print the reason and exit 126 or 127."""
-    try:
-        mode = os.stat(program).st_mode
-    except OSError as exc:
-        raise SpawnError(
-            f"cannot execute {program}: {exc.strerror}", exc.errno
-        ) from None
-    if stat.S_ISDIR(mode) or not mode & 0o111:
-        raise SpawnError(
-            f"cannot execute {program}: {os.strerror(errno.EACCES)}", errno.EACCES
-        )
-
-
 def check_rlimits(limits: Mapping[str, tuple[int, int]]) -> None:
     """Refuse, before forking, limits that circusd itself could not set."""
     for name, (soft, hard) in limits.items():
@@ -249,7 +176,8 @@ def _reachable(identity: Identity) -> Identity:
 
 
 def spawn(request: SpawnRequest) -> Process:
-    """Fork and exec one child. Raises SpawnError with the reason."""
+    """Start one child with its identity (circusd._spawn). Raises SpawnError
+    with the reason, and no program runs with part of its identity."""
     config = request.config
     identity = _reachable(request.identity)
     env = build_env(request)
@@ -259,48 +187,121 @@ def spawn(request: SpawnRequest) -> Process:
     program = _resolve_program(argv, env, config.executable)
     cwd = config.working_dir or os.getcwd()
     if identity.uid not in (None, 0):
-        # subprocess enters cwd while still root: check the user could.
+        # The child enters cwd as the user; this check only words the reason.
         problem = enter_problem(identity, cwd)
         if problem is not None:
-            which = "working_dir" if config.working_dir else "circusd's directory"
-            raise SpawnError(f"cannot start in {which} {cwd}: {problem}", errno.EACCES)
+            raise SpawnError(
+                f"cannot start in {_where(config, cwd)}: {problem}", errno.EACCES
+            )
 
-    setup = _setup_argv(config, identity)
-    if setup:
-        _check_executable(program)
-        # setpriv finds the program on PATH as exec would; an explicit
-        # `executable` takes argv[0]'s place (setpriv cannot set both).
-        argv = [*setup, config.executable or argv[0], *argv[1:]]
-        program = setup[0]
-
-    stdin: int | None = subprocess.DEVNULL if config.close_child_stdin else None
-    if request.stdin_fd is not None:
-        stdin = request.stdin_fd
+    theirs: list[int] = []  # the child's ends, closed here once it has them
+    outputs: dict[int, int] = {}  # 1, 2 -> circusd's end of a captured pipe
     try:
-        popen = subprocess.Popen(  # noqa: S603
-            argv,
-            executable=program,
-            stdin=stdin,
-            stdout=_output(config.close_child_stdout, request.capture_stdout),
-            stderr=_output(config.close_child_stderr, request.capture_stderr),
-            cwd=cwd,
-            env=env,
-            close_fds=True,
-            pass_fds=tuple(request.socket_fds.values()),
-            start_new_session=True,
-            umask=config.umask if config.umask is not None else -1,
+        stdio = [_stdin(config, request.stdin_fd, theirs)]
+        for which, closed, captured in (
+            (1, config.close_child_stdout, request.capture_stdout),
+            (2, config.close_child_stderr, request.capture_stderr),
+        ):
+            stdio.append(_output(which, closed, captured, outputs, theirs))
+        pid = _spawn.spawn(
+            os.fsencode(program),
+            [os.fsencode(arg) for arg in argv],
+            [os.fsencode(f"{key}={value}") for key, value in env.items()],
+            os.fsencode(cwd),
+            stdio,
+            sorted(set(request.socket_fds.values())),
+            -1 if config.umask is None else config.umask,
+            [
+                (number, *config.rlimits[name])
+                for number, name in _rlimit_numbers(config).items()
+            ],
+            _dropped_capabilities(config.capability_bounding_set),
+            identity.groups,
+            -1 if identity.gid is None else identity.gid,
+            -1 if identity.uid is None else identity.uid,
+            config.no_new_privs,
+            config.pdeathsig or 0,
         )
     except OSError as exc:
-        where = exc.filename or program
-        if exc.errno == errno.ENOENT and exc.filename == cwd:
-            where = f"working_dir {cwd}"
-        raise SpawnError(f"cannot execute {where}: {exc.strerror}", exc.errno) from None
-    except subprocess.SubprocessError as exc:
-        raise SpawnError(f"cannot set up the process: {exc}") from None
-    return Process(popen.pid, request.wid, popen)
+        for fd in outputs.values():
+            os.close(fd)
+        raise SpawnError(_failure(exc, program, config, cwd), exc.errno) from None
+    finally:
+        for fd in theirs:
+            os.close(fd)
+    return Process(pid, request.wid, outputs)
 
 
-def _output(closed: bool, captured: bool) -> int | None:
+def _stdin(config: WatcherConfig, socket_fd: int | None, theirs: list[int]) -> int:
+    if socket_fd is not None:
+        return socket_fd
+    if config.close_child_stdin:
+        return _child_end(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), theirs)
+    return -1  # circusd's own
+
+
+def _output(
+    which: int,
+    closed: bool,
+    captured: bool,
+    outputs: dict[int, int],
+    theirs: list[int],
+) -> int:
     if closed:
-        return subprocess.DEVNULL
-    return subprocess.PIPE if captured else None
+        return _child_end(os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC), theirs)
+    if not captured:
+        return -1  # circusd's own
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    outputs[which] = read_end
+    return _child_end(write_end, theirs)
+
+
+def _child_end(fd: int, theirs: list[int]) -> int:
+    """Keep a descriptor for the child, numbered above 2 (a daemon started
+    with a standard descriptor closed gets low numbers back from the kernel,
+    which the child's own 0, 1 and 2 would overwrite)."""
+    if fd < 3:
+        high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+        os.close(fd)
+        fd = high
+    theirs.append(fd)
+    return fd
+
+
+def _dropped_capabilities(keep: tuple[str, ...] | None) -> list[int]:
+    """The capability numbers a bounding set of ``keep`` leaves out."""
+    if keep is None:
+        return []
+    kept = {CAPABILITY_NAMES.index(name) for name in keep}
+    return [cap for cap in range(_last_capability() + 1) if cap not in kept]
+
+
+@functools.cache
+def _last_capability() -> int:
+    with open("/proc/sys/kernel/cap_last_cap") as file:
+        return int(file.read())
+
+
+def _rlimit_numbers(config: WatcherConfig) -> dict[int, str]:
+    return {
+        getattr(resource, "RLIMIT_" + name.upper()): name for name in config.rlimits
+    }
+
+
+def _where(config: WatcherConfig, cwd: str) -> str:
+    return f"working_dir {cwd}" if config.working_dir else f"circusd's directory {cwd}"
+
+
+def _failure(exc: OSError, program: str, config: WatcherConfig, cwd: str) -> str:
+    """A failed step of the child's set-up, in words."""
+    step = exc.filename
+    if step is None:
+        return f"cannot start a process: {exc.strerror}"
+    if step == "exec":
+        return f"cannot execute {program}: {exc.strerror}"
+    if step == "chdir":
+        return f"cannot start in {_where(config, cwd)}: {exc.strerror}"
+    if step.startswith("rlimit "):
+        name = _rlimit_numbers(config).get(int(step.split()[1]), step)
+        return f"cannot set rlimit_{name}: {exc.strerror}"
+    return f"cannot set up the process ({step}): {exc.strerror}"

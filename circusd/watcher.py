@@ -442,12 +442,7 @@ class Watcher:
                 await self._stop(final_state=State.FAILED)
 
     def _attach_pipes(self, process: proc.Process) -> None:
-        pipes = {}
-        for which, pipe in ((1, process.popen.stdout), (2, process.popen.stderr)):
-            if pipe is not None:
-                pipes[which] = os.dup(pipe.fileno())
-                pipe.close()
-        process.popen.stdout = process.popen.stderr = None
+        pipes, process.outputs = process.outputs, {}
         self.output.attach(self.loop, process.pid, pipes)
 
     def _arm_max_age(self, process: proc.Process) -> None:
@@ -473,7 +468,6 @@ class Watcher:
         process = self.processes.pop(pid, None)
         if process is None:
             return
-        process.popen.returncode = exit_code(status)
         for output in (self.output, *self._retiring):
             output.exited(pid)
         timer = self._timers.pop(pid, None)

@@ -57,7 +57,7 @@ def build(out: Path, version: str | None = None) -> Build:
     version = version or changelog_version()
     return Build(
         version,
-        out / f"circusd_{version}_all.deb",
+        next(out.glob(f"circusd_{version}_*.deb")),
         next(out.glob(f"circusd_{version}_*.changes")),
         seconds,
     )
@@ -70,7 +70,7 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Build, Build]:
     if missing:
         pytest.skip(
             f"{', '.join(missing)} missing: apt-get install debhelper dh-python "
-            "pybuild-plugin-pyproject python3-all lintian"
+            "pybuild-plugin-pyproject python3-all-dev lintian"
         )
     first = build(tmp_path_factory.mktemp("deb"))
     second = build(

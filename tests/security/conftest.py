@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ServiceUser, wait_for
+from tests.conftest import ServiceUser
 
 HERE = Path(__file__).resolve().parent
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -80,14 +80,8 @@ def audit_lines(log: str, event: str = "refused") -> list[str]:
 
 
 def proc_status(pid: int) -> dict[str, str]:
-    """/proc/PID/status once the child runs its program: for a millisecond
-    after the fork it may still be util-linux's prlimit or setpriv, setting
-    up its identity (circusd/process.py)."""
-    comm = Path(f"/proc/{pid}/comm")
-    wait_for(
-        lambda: comm.read_text().strip() not in ("prlimit", "setpriv"),
-        what=f"pid {pid} to exec its program",
-    )
+    """/proc/PID/status: the child runs its program, with its whole identity,
+    from the moment circusd reports its pid (circusd/_spawn.c)."""
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")

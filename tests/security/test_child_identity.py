@@ -210,3 +210,48 @@ def test_daemon_that_is_not_root_refuses_another_uid(workdir: Path, owner: Servi
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(10)
         log.close()
+
+
+def test_program_the_user_may_not_execute_is_refused_with_its_errno(
+    start_daemon, workdir, owner: ServiceUser
+):
+    """exec happens as the watcher's user, so a program only root may run is
+    reported as exec reports it, and nothing runs in its place."""
+    program = workdir / "root-only"
+    shutil.copy("/bin/sleep", program)
+    program.chmod(0o700)
+    daemon = start_daemon(f"""
+        [watcher:w]
+        cmd = {program} 300
+        uid = {owner.name}
+        max_retry = 1
+
+        [watcher:after]
+        cmd = sleep 300
+        priority = -1
+        """)
+    reason = wait_for(lambda: daemon.ok("status", name="w").get("reason"))
+    assert f"cannot execute {program}: Permission denied" in reason
+    assert daemon.pids("w") == []
+    assert len(daemon.pids("after")) == 1
+
+
+def test_child_is_its_program_at_once_with_clean_signals_and_files(
+    start_daemon, workdir, owner: ServiceUser
+):
+    """No set-up helper stands between circusd and the program: the pid
+    circusd reports already runs it, with an explicit `executable` keeping
+    argv[0], no signal ignored or blocked, and only 0, 1 and 2 open."""
+    daemon = start_daemon(f"""
+        [watcher:w]
+        cmd = renamed-sleep 300
+        executable = /bin/sleep
+        uid = {owner.name}
+        rlimit_nofile = 256
+        """)
+    pid = daemon.pids("w")[0]
+    assert Path(f"/proc/{pid}/cmdline").read_bytes() == b"renamed-sleep\x00300\x00"
+    assert os.readlink(f"/proc/{pid}/exe") in ("/bin/sleep", "/usr/bin/sleep")
+    status = proc_status(pid)
+    assert (status["SigIgn"], status["SigBlk"]) == ("0" * 16, "0" * 16)
+    assert sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd")) == [0, 1, 2]
