@@ -45,11 +45,14 @@ def error_text(error: BaseException) -> str:
 
 
 class Children:
-    """The daemon's children that have exec'd `program`, learnt incrementally."""
+    """The daemon's children that have exec'd one of `programs`, learnt
+    incrementally."""
 
-    def __init__(self, daemon: Daemon, program: str = SLEEP_NAME) -> None:
+    def __init__(
+        self, daemon: Daemon, programs: tuple[str, ...] = (SLEEP_NAME,)
+    ) -> None:
         self.daemon = daemon
-        self.program = program
+        self.programs = programs
         self.running: set[int] = set()
 
     def refresh(self) -> set[int]:
@@ -59,7 +62,7 @@ class Children:
         new = {
             pid
             for pid in current - self.running
-            if procfs.program(pid) == self.program and not procfs.is_zombie(pid)
+            if procfs.program(pid) in self.programs and not procfs.is_zombie(pid)
         }
         self.running |= new
         return new
@@ -346,7 +349,9 @@ def output(daemon: Daemon, megabytes: int) -> Cells:
     target = daemon.directory / "output.log"
     script = _writer_script(daemon.directory, total)
     daemon.start([Program("writer", ("/bin/sh", str(script)), 1, stdout=target)])
-    children = Children(daemon, program="sh")
+    # sh until its output is written, then sleep: a small write may be done
+    # before the first look.
+    children = Children(daemon, programs=("sh", SLEEP_NAME))
     started = children.wait_for(1, timeout=30)
     cpu_before = procfs.cpu_seconds(daemon.pid)
     size, ended = _wait_for_file(daemon, target, total, stall=5.0)
