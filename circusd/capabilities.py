@@ -5,12 +5,15 @@ child's bounding set), own and open files and sockets for its watchers
 (chown, dac_override, dac_read_search, fowner), signal them (kill), bind low
 ports (net_bind_service), set their limits (sys_resource) and read their
 /proc entries (sys_ptrace). Everything else (loading modules, raw I/O, the
-clock, mounting, rebooting...) is dropped from its effective and permitted
-sets at start, so a bug in circusd's own code cannot use it.
+clock, mounting, rebooting...) is dropped from its effective set at start,
+so no system call circusd makes can use it.
 
-The bounding set and the inheritable set are left alone: a watcher that
-runs as root gets its full set back when it execs (the kernel gives uid 0
-the bounding set at exec), so the drop changes nothing for watchers.
+The permitted set is kept. A watcher that runs as root gets the bounding
+set as its capabilities when it execs; if that were more than circusd's
+permitted set, the kernel would count the exec as a gain of privilege,
+clear the child's parent-death signal (``pdeathsig``, which every plugin
+relies on) and make it undumpable. The bounding set and the inheritable set
+are left alone too, so the drop changes nothing for watchers.
 Tighten those per watcher with ``capability_bounding_set``, or for the whole
 service with the unit's CapabilityBoundingSet=.
 """
@@ -38,7 +41,7 @@ NEEDED = (
 
 
 def drop_unneeded() -> tuple[str, ...]:
-    """Limit the effective and permitted sets to NEEDED; return what is kept.
+    """Limit the effective set to NEEDED; return what is kept.
 
     Does nothing for a circusd that is not root (it has nothing to drop).
     """
@@ -48,6 +51,5 @@ def drop_unneeded() -> tuple[str, ...]:
 
     kept = tuple(name for name in NEEDED if getattr(prctl.cap_permitted, name))
     prctl.cap_effective.limit(*kept)
-    prctl.cap_permitted.limit(*kept)
     log.debug("capabilities limited kept=%s", ",".join(kept))
     return kept

@@ -150,11 +150,15 @@ def test_prctl_settings_reach_the_child(start_daemon, workdir, owner):
     assert int(plain["CapBnd"], 16) != 1 << 10
 
 
-def test_pdeathsig_kills_the_child_when_circusd_dies(start_daemon, owner):
+@pytest.mark.parametrize("as_user", [True, False], ids=["as-user", "as-root"])
+def test_pdeathsig_kills_the_child_when_circusd_dies(start_daemon, owner, as_user):
+    """Also for a root child, which gains capabilities at exec beyond
+    circusd's effective set: the kernel would clear the signal if it gained
+    them beyond circusd's permitted set."""
     daemon = start_daemon(f"""
         [watcher:w]
         cmd = sleep 300
-        uid = {owner.name}
+        {f"uid = {owner.name}" if as_user else ""}
         pdeathsig = TERM
         """)
     pid = daemon.pids("w")[0]
