@@ -72,15 +72,14 @@ def until(driver: Any, script: str, what: str) -> Any:
     return wait_for(lambda: driver.execute_script(script), WAIT, what)
 
 
-def press(driver: Any, selector: str) -> None:
-    """Click a button that a live update may replace between find and click
+def press(driver: Any, selector: str, by: str = "css selector") -> None:
+    """Click something that a live update may replace between find and click
     (a stale element never received the click, so trying again is safe)."""
     from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.common.by import By
 
     def click() -> bool:
         try:
-            driver.find_element(By.CSS_SELECTOR, selector).click()
+            driver.find_element(by, selector).click()
         except StaleElementReferenceException:
             return False
         return True
@@ -158,7 +157,9 @@ def test_log_in_stop_a_watcher_see_a_chart_log_out(
           ".status'); return s && s.dataset.status == 'stopped'",
           "web to show as stopped")  # fmt: skip
     assert browser.execute_script("return window.sameDocument") is True
-    notice = browser.find_element(By.CSS_SELECTOR, "#notice p").text
+    # The answer to the POST may come after the event that changed the row.
+    notice = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#notice p"),
+                      WAIT, "the answer to stop")[0].text  # fmt: skip
     assert notice == "circusd accepted stop on web"
     assert daemon.call("status", name="web")["status"] == "stopped"
     web_row = browser.find_element(By.CSS_SELECTOR, 'tr[data-watcher="web"]').text
@@ -166,7 +167,7 @@ def test_log_in_stop_a_watcher_see_a_chart_log_out(
     shot(browser, "03-stopped-live")
 
     # A chart drawn from the statistics stream, live.
-    browser.find_element(By.LINK_TEXT, "busy").click()
+    press(browser, "busy", By.LINK_TEXT)
     until(browser, "return document.querySelector('#chart') && "
           "Number(document.querySelector('#chart').dataset.points) >= 3",
           "three live samples on the chart")  # fmt: skip
