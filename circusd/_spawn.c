@@ -7,7 +7,7 @@
  * Between the clone and the exec the child makes system calls only, in this
  * order:
  *
- *   signal handlers to their defaults, new session, stdin/stdout/stderr,
+ *   every signal to its default disposition, new session, stdin/stdout/stderr,
  *   every other descriptor closed except the ones passed, umask, rlimits,
  *   capability bounding set, supplementary groups, gid, uid, working
  *   directory (entered as the new user), no_new_privs, parent-death signal,
@@ -146,16 +146,16 @@ _Noreturn static void fail(const struct plan *p, int step, int detail) {
 
 static int child(void *arg) {
     const struct plan *p = arg;
-    struct sigaction dfl = {.sa_handler = SIG_DFL};
 
-    /* The daemon's handlers are Python's: never run them here. The signals
-     * the daemon ignores for itself (SIGPIPE, SIGXFSZ) are not ignored in
-     * the program either. */
+    /* Every signal to its default, as systemd gives its services: none of
+     * the daemon's Python handlers may run here, and nothing circusd's own
+     * parent ignored (SIGHUP under nohup, glibc's real-time signals) stays
+     * ignored in the program. The raw call, because glibc refuses its own
+     * signals; an all-zero kernel sigaction is SIG_DFL on every layout. */
+    static const unsigned long dfl[8];
     for (int sig = 1; sig < NSIG; sig++) {
-        struct sigaction old;
-        if (sigaction(sig, NULL, &old) == 0 && old.sa_handler != SIG_DFL &&
-            (old.sa_handler != SIG_IGN || sig == SIGPIPE || sig == SIGXFSZ))
-            sigaction(sig, &dfl, NULL);
+        if (sig != SIGKILL && sig != SIGSTOP)
+            syscall(SYS_rt_sigaction, sig, dfl, NULL, (size_t)8); /* 64 bits */
     }
     if (setsid() < 0)
         fail(p, STEP_SESSION, 0);

@@ -245,14 +245,22 @@ def test_child_is_its_program_at_once_with_clean_signals_and_files(
 ):
     """No set-up helper stands between circusd and the program: the pid
     circusd reports already runs it, with an explicit `executable` keeping
-    argv[0], no signal ignored or blocked, and only 0, 1 and 2 open."""
-    daemon = start_daemon(f"""
-        [watcher:w]
-        cmd = renamed-sleep 300
-        executable = /bin/sleep
-        uid = {owner.name}
-        rlimit_nofile = 256
-        """)
+    argv[0], no signal ignored or blocked (not even those circusd's own
+    parent ignored), and only 0, 1 and 2 open."""
+    ignored = (signal.SIGHUP, signal.SIGALRM)  # circusd handles HUP itself
+    previous = [signal.signal(signum, signal.SIG_IGN) for signum in ignored]
+    try:  # circusd inherits the two ignored signals
+        daemon = start_daemon(f"""
+            [watcher:w]
+            cmd = renamed-sleep 300
+            executable = /bin/sleep
+            uid = {owner.name}
+            rlimit_nofile = 256
+            """)
+    finally:
+        for signum, handler in zip(ignored, previous, strict=True):
+            signal.signal(signum, handler)
+    assert int(proc_status(daemon.process.pid)["SigIgn"], 16) & 1 << signal.SIGALRM - 1
     pid = daemon.pids("w")[0]
     assert Path(f"/proc/{pid}/cmdline").read_bytes() == b"renamed-sleep\x00300\x00"
     assert os.readlink(f"/proc/{pid}/exe") in ("/bin/sleep", "/usr/bin/sleep")
