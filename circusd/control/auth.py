@@ -33,7 +33,7 @@ import struct
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 import zmq.asyncio
@@ -360,8 +360,16 @@ class TcpPeers:
             if entry.state in (_ESTABLISHED, _CLOSE_WAIT) and self._ours(entry.local):
                 if entry.received is not None and entry.received < GREETING:
                     continue  # not asked about yet (a connection left idle)
-                uid = clients.get((entry.remote, entry.local), REMOTE)
-                keys[entry.inode] = (entry.remote[0], uid)
+                uid = clients.get((entry.remote, entry.local))
+                if uid is not None:
+                    keys[entry.inode] = (entry.remote[0], uid)
+                elif entry.inode in self._seen:  # its client has closed since
+                    keys[entry.inode] = self._seen[entry.inode]
+                elif entry.state == _ESTABLISHED:
+                    keys[entry.inode] = (entry.remote[0], REMOTE)
+                # else closed by its client before it was asked about: what
+                # it is told no longer matters, and it must not count as a
+                # peer on another host beside the one being asked about.
         self._forget(keys)
         counts: dict[tuple[bytes, int], int] = {}
         for key in keys.values():
@@ -478,6 +486,14 @@ async def serve_zap(
 # -- the guard: binding, ZAP, socket files -------------------------------------
 
 
+class StreamAnswers(Protocol):
+    """ZAP answers for the connections to a stream (``subscribers``)."""
+
+    def answers(self, domain: bytes) -> bool: ...
+
+    def answer(self, request: list[bytes]) -> list[bytes]: ...
+
+
 class Guard:
     """Everything the control channel needs to know who is calling."""
 
@@ -494,6 +510,8 @@ class Guard:
         if circus.curve_secret_key:
             self.curve = load_server_key(circus.curve_secret_key)
         self.keys = CurveKeys(circus.curve_keys_dir)
+        # The event stream shares the daemon's context, so its ZAP handler.
+        self.streams: list[StreamAnswers] = []
         self._zap = context.socket(zmq.REP)
         self._zap.linger = 0
         self._zap.bind(ZAP_ENDPOINT)
@@ -520,10 +538,7 @@ class Guard:
             self._listen_on(sock)
 
     def _listen_on(self, sock: zmq.Socket[Any]) -> None:
-        bound = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        host, _, port = bound[len("tcp://") :].rpartition(":")
-        address = ipaddress.ip_address(host.strip("[]"))
-        self.tcp_peers.listen(address.packed, int(port))
+        self.tcp_peers.listen(*bound_tcp_address(sock))
 
     def socket_file_mode(self) -> tuple[int, int, int]:
         """Owner uid, group gid and mode of the control and event sockets."""
@@ -630,6 +645,9 @@ class Guard:
             request_id = request[1] if len(request) > 1 else b""
             return [version, request_id, b"400", b"malformed ZAP request", b"", b""]
         version, request_id, domain, address, _, mechanism = request[:6]
+        for stream in self.streams:
+            if stream.answers(domain):
+                return stream.answer(request)
         transport = _DOMAINS.get(domain)
         status, text, caller = b"200", b"OK", UNIDENTIFIED
         peer = address.decode("ascii", "replace")
@@ -667,6 +685,13 @@ class Guard:
 
     def close(self) -> None:
         self._zap.close()
+
+
+def bound_tcp_address(sock: zmq.Socket[Any]) -> tuple[bytes, int]:
+    """The packed host and the port a socket bound on tcp listens at."""
+    bound = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+    host, _, port = bound[len("tcp://") :].rpartition(":")
+    return ipaddress.ip_address(host.strip("[]")).packed, int(port)
 
 
 def owner_uid(value: str | int | None) -> int | None:
