@@ -344,7 +344,16 @@ class TcpPeers:
             for host, port in self._listening
         )
 
-    def identify(self, address: str, insecure: bool) -> Caller:
+    def identify(
+        self,
+        address: str,
+        insecure: bool,
+        enough: Callable[[Caller], bool] | None = None,
+    ) -> Caller:
+        """The caller behind the connection being asked about. With
+        ``enough`` (a question only about what the caller may do), when
+        several users are possible and ``enough`` holds for every one of
+        them, one of them is answered: the answer would be the same."""
         try:
             peer = _plain(ipaddress.ip_address(address).packed)
         except ValueError:
@@ -379,7 +388,9 @@ class TcpPeers:
             for key, count in counts.items()
             if key[0] == peer and count > self._answered.get(key, 0)
         ]
-        if len(possible) != 1:
+        callers = [_tcp_caller(key[1], address, insecure) for key in possible]
+        alike = len(possible) > 1 and enough is not None and all(map(enough, callers))
+        if len(possible) != 1 and not alike:
             return Caller(
                 None,
                 transport="tcp",
@@ -387,17 +398,21 @@ class TcpPeers:
             )
         key = possible[0]
         self._answered[key] = self._answered.get(key, 0) + 1
-        if key[1] == REMOTE:
-            if insecure:
-                return Caller(None, transport="network", detail=address)
-            return Caller(None, transport="tcp", detail="peer not on this host")
-        return Caller(key[1], transport="tcp", detail=address)
+        return callers[0]
 
     def _forget(self, current: dict[int, tuple[bytes, int]]) -> None:
         for inode, key in self._seen.items():
             if inode not in current and self._answered.get(key):
                 self._answered[key] -= 1
         self._seen = current
+
+
+def _tcp_caller(uid: int, address: str, insecure: bool) -> Caller:
+    if uid == REMOTE:
+        if insecure:
+            return Caller(None, transport="network", detail=address)
+        return Caller(None, transport="tcp", detail="peer not on this host")
+    return Caller(uid, transport="tcp", detail=address)
 
 
 # -- CURVE ----------------------------------------------------------------------

@@ -92,7 +92,9 @@ class SubscriberGate:
         if transport == "ipc":
             return ipc_peer(address)
         if transport == "tcp":
-            return self.tcp_peers.identify(address, self.insecure_tcp)
+            return self.tcp_peers.identify(
+                address, self.insecure_tcp, self.policy.may_read
+            )
         return None
 
 

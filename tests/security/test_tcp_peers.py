@@ -133,3 +133,28 @@ def test_a_connection_closed_by_its_client_before_it_was_asked_hides_nobody():
     table.entries.append(_Entry((HOST, PORT), (HOST, 40001), "08", 0, 700))
     table.connect(1001, 40002)
     assert peers(table).identify("127.0.0.1", insecure=False).uid == 1001
+
+
+def test_two_readers_at_once_are_let_in_where_only_reading_is_asked_about():
+    table = Table()
+    tracker = peers(table)
+    table.connect(1001, 40001)
+    table.connect(1002, 40002)
+    readers = {1001, 1002}
+
+    def reader(caller):
+        return caller.uid in readers
+
+    first = tracker.identify("127.0.0.1", insecure=False, enough=reader)
+    second = tracker.identify("127.0.0.1", insecure=False, enough=reader)
+    assert {first.uid, second.uid} == readers
+
+
+def test_a_reader_and_a_stranger_at_once_are_still_not_guessed():
+    table = Table()
+    table.connect(1001, 40001)
+    table.connect(1003, 40002)
+    caller = peers(table).identify(
+        "127.0.0.1", insecure=False, enough=lambda c: c.uid == 1001
+    )
+    assert caller.uid is None
