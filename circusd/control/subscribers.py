@@ -11,14 +11,14 @@ state is let in: root, circusd's user, ``endpoint_owner``, members of
 endpoint (as for the control endpoint). The caller is identified as the
 control endpoint identifies it (``circusd.control.auth``): SO_PEERCRED over
 ipc, the kernel's socket table over loopback tcp. A connection that cannot
-be identified at once is refused too; a ZeroMQ client connects again by
-itself, every 100 ms by default, so refusals are written to the audit log
-once per user and minute, with the count of those left out.
+be identified at once is refused too. A ZeroMQ client refused during the
+handshake does not connect again, but a hand-written one may, as often as
+it likes: refusals are written to the audit log once per user and minute,
+with the count of those left out.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -63,10 +63,8 @@ class SubscriberGate:
         sock.maxmsgsize = MAX_TOPIC + 1
         sock.handshake_ivl = int(HANDSHAKE_SECONDS * 1000)
 
-    def listening(self, host: str | bytes, port: int) -> None:
-        """The tcp address the stream is bound to (a wildcard host: any)."""
-        if isinstance(host, str):
-            host = ipaddress.ip_address(host.strip("[]")).packed
+    def listening(self, host: bytes, port: int) -> None:
+        """The tcp address (packed host: zeros for any) the stream is bound to."""
         self.tcp_peers.listen(host, port)
 
     def answers(self, domain: bytes) -> bool:

@@ -12,6 +12,7 @@ import grp
 import json
 import os
 import pwd
+import select
 import shutil
 import socket
 import subprocess
@@ -135,3 +136,10 @@ def run_as(
 def answer(process: subprocess.Popen[str]) -> str:
     output, _ = process.communicate(timeout=60)
     return output.strip()
+
+
+def sent(process: subprocess.Popen[str], timeout: float = 30) -> bool:
+    """Whether ``process`` printed ``sent`` (it holds its connection on)."""
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    return bool(ready) and process.stdout.readline().strip() == "sent"

@@ -5,8 +5,8 @@ another user (``runuser`` with the system's python3).
         subscribe to TOPIC (``stat.``) and print ``received N`` (messages
         within SECONDS) or ``refused`` (the server closed the connection);
     zmtp_subscriber.py unsubscribe HOST PORT SECONDS TOPIC...
-        send an unsubscription from each TOPIC (never subscribed to), hold
-        the connection for SECONDS, and print ``sent``;
+        send an unsubscription from each TOPIC (never subscribed to), print
+        ``sent``, and hold the connection for SECONDS;
     zmtp_subscriber.py idle HOST PORT CONNECTIONS SECONDS
         open CONNECTIONS connections that send nothing and print ``closed N
         after T`` (how many the server closed within SECONDS, and when the
@@ -143,8 +143,8 @@ def main() -> None:
         sock = connect(host, port)
         handshake(sock)
         sock.sendall(b"".join(frame(b"\x00" + t.encode()) for t in sys.argv[5:]))
-        time.sleep(float(sys.argv[4]))
         print("sent", flush=True)
+        time.sleep(float(sys.argv[4]))
     else:
         print(flood(host, port, sys.argv[4:]), flush=True)
 
