@@ -15,6 +15,7 @@ from circusd.config.diff import Changes, diff
 from circusd.config.interpolate import referenced_sockets
 from circusd.config.loader import load
 from circusd.config.model import Config, SocketConfig, WatcherConfig
+from circusd.control.subscribers import SubscriberGate
 from circusd.errors import CommandError, Errno, NotFound
 from circusd.plugin_watchers import PluginWatcher, add_plugins, reload_plugins
 from circusd.pubsub import Publisher
@@ -38,12 +39,16 @@ class Arbiter:
         self.reloading = asyncio.Lock()
         # Where plugins connect; the daemon sets it once the endpoint is bound.
         self.control_endpoint = config.circus.endpoint
+        # Who may subscribe to the event stream; the daemon sets it before bind.
+        self.event_gate: SubscriberGate | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
     def bind(self) -> None:
         """Bind sockets and the event stream; errors here stop the start."""
-        self.publisher = Publisher(self.context, self.config.circus.pubsub_endpoint)
+        self.publisher = Publisher(
+            self.context, self.config.circus.pubsub_endpoint, self.event_gate
+        )
         for sock in self.config.sockets:
             self._add_socket(sock)
         for config in self.config.watchers:

@@ -17,8 +17,10 @@ import zmq.asyncio
 from circusd.arbiter import Arbiter
 from circusd.config.model import Config
 from circusd.control.auth import Guard
+from circusd.control.policy import Policy
 from circusd.control.protocol import MAX_MESSAGE
 from circusd.control.server import ControlServer
+from circusd.control.subscribers import SubscriberGate
 from circusd.errors import CircusdError, ConfigError
 from circusd.metrics.service import MetricsService
 from circusd.plugin_watchers import connect_address
@@ -127,6 +129,7 @@ class Daemon:
         except OSError as exc:
             raise StartupError(f"cannot bind the statistics endpoints: {exc}") from None
         self.arbiter = ReportingArbiter(self.config, self.context, self._changed)
+        self.arbiter.event_gate = self._event_gate()
         self.arbiter.control_endpoint = connect_address(
             circus.endpoint, self._control.getsockopt_string(zmq.LAST_ENDPOINT)
         )
@@ -151,6 +154,14 @@ class Daemon:
             os.umask(old_umask)
         if pubsub_path is not None:
             self.guard.place(circus.pubsub_endpoint)
+
+    def _event_gate(self) -> SubscriberGate:
+        """Who may subscribe to the event stream: those who may read."""
+        circus = self.config.circus
+        policy = Policy(os.geteuid(), self.guard.owner_uid, self.guard.readonly_gid)
+        gate = SubscriberGate("events", policy, circus.insecure_tcp)
+        self.guard.streams.append(gate)
+        return gate
 
     def _changed(self) -> None:
         self.systemd.changed()

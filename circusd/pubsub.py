@@ -1,4 +1,8 @@
-"""The event stream: a ZeroMQ PUB socket with ``watcher.<name>.<event>`` topics."""
+"""The event stream: a ZeroMQ PUB socket with ``watcher.<name>.<event>`` topics.
+
+Only callers who may read circusd's state can subscribe (``gate``, see
+``circusd.control.subscribers``).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,9 @@ from typing import Any
 
 import zmq
 
+from circusd.control.auth import bound_tcp_address
+from circusd.control.subscribers import SubscriberGate
+
 log = logging.getLogger(__name__)
 
 # A subscriber that cannot keep up loses events instead of growing memory.
@@ -15,12 +22,22 @@ SEND_HWM = 10_000
 
 
 class Publisher:
-    def __init__(self, context: zmq.Context[Any], endpoint: str) -> None:
+    def __init__(
+        self,
+        context: zmq.Context[Any],
+        endpoint: str,
+        gate: SubscriberGate | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self._socket = context.socket(zmq.PUB)
         self._socket.linger = 0
         self._socket.sndhwm = SEND_HWM
+        tcp = endpoint.startswith("tcp://")
+        if gate is not None:
+            gate.guard(self._socket, tcp)
         self._socket.bind(endpoint)
+        if gate is not None and tcp:
+            gate.listening(*bound_tcp_address(self._socket))
 
     @property
     def bound(self) -> str:

@@ -33,7 +33,7 @@ import struct
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 import zmq.asyncio
@@ -344,7 +344,16 @@ class TcpPeers:
             for host, port in self._listening
         )
 
-    def identify(self, address: str, insecure: bool) -> Caller:
+    def identify(
+        self,
+        address: str,
+        insecure: bool,
+        enough: Callable[[Caller], bool] | None = None,
+    ) -> Caller:
+        """The caller behind the connection being asked about. With
+        ``enough`` (a question only about what the caller may do), when
+        several users are possible and ``enough`` holds for every one of
+        them, one of them is answered: the answer would be the same."""
         try:
             peer = _plain(ipaddress.ip_address(address).packed)
         except ValueError:
@@ -360,8 +369,16 @@ class TcpPeers:
             if entry.state in (_ESTABLISHED, _CLOSE_WAIT) and self._ours(entry.local):
                 if entry.received is not None and entry.received < GREETING:
                     continue  # not asked about yet (a connection left idle)
-                uid = clients.get((entry.remote, entry.local), REMOTE)
-                keys[entry.inode] = (entry.remote[0], uid)
+                uid = clients.get((entry.remote, entry.local))
+                if uid is not None:
+                    keys[entry.inode] = (entry.remote[0], uid)
+                elif entry.inode in self._seen:  # its client has closed since
+                    keys[entry.inode] = self._seen[entry.inode]
+                elif entry.state == _ESTABLISHED:
+                    keys[entry.inode] = (entry.remote[0], REMOTE)
+                # else closed by its client before it was asked about: what
+                # it is told no longer matters, and it must not count as a
+                # peer on another host beside the one being asked about.
         self._forget(keys)
         counts: dict[tuple[bytes, int], int] = {}
         for key in keys.values():
@@ -371,7 +388,9 @@ class TcpPeers:
             for key, count in counts.items()
             if key[0] == peer and count > self._answered.get(key, 0)
         ]
-        if len(possible) != 1:
+        callers = [_tcp_caller(key[1], address, insecure) for key in possible]
+        alike = len(possible) > 1 and enough is not None and all(map(enough, callers))
+        if len(possible) != 1 and not alike:
             return Caller(
                 None,
                 transport="tcp",
@@ -379,17 +398,21 @@ class TcpPeers:
             )
         key = possible[0]
         self._answered[key] = self._answered.get(key, 0) + 1
-        if key[1] == REMOTE:
-            if insecure:
-                return Caller(None, transport="network", detail=address)
-            return Caller(None, transport="tcp", detail="peer not on this host")
-        return Caller(key[1], transport="tcp", detail=address)
+        return callers[0]
 
     def _forget(self, current: dict[int, tuple[bytes, int]]) -> None:
         for inode, key in self._seen.items():
             if inode not in current and self._answered.get(key):
                 self._answered[key] -= 1
         self._seen = current
+
+
+def _tcp_caller(uid: int, address: str, insecure: bool) -> Caller:
+    if uid == REMOTE:
+        if insecure:
+            return Caller(None, transport="network", detail=address)
+        return Caller(None, transport="tcp", detail="peer not on this host")
+    return Caller(uid, transport="tcp", detail=address)
 
 
 # -- CURVE ----------------------------------------------------------------------
@@ -478,6 +501,14 @@ async def serve_zap(
 # -- the guard: binding, ZAP, socket files -------------------------------------
 
 
+class StreamAnswers(Protocol):
+    """ZAP answers for the connections to a stream (``subscribers``)."""
+
+    def answers(self, domain: bytes) -> bool: ...
+
+    def answer(self, request: list[bytes]) -> list[bytes]: ...
+
+
 class Guard:
     """Everything the control channel needs to know who is calling."""
 
@@ -494,6 +525,8 @@ class Guard:
         if circus.curve_secret_key:
             self.curve = load_server_key(circus.curve_secret_key)
         self.keys = CurveKeys(circus.curve_keys_dir)
+        # The event stream shares the daemon's context, so its ZAP handler.
+        self.streams: list[StreamAnswers] = []
         self._zap = context.socket(zmq.REP)
         self._zap.linger = 0
         self._zap.bind(ZAP_ENDPOINT)
@@ -520,10 +553,7 @@ class Guard:
             self._listen_on(sock)
 
     def _listen_on(self, sock: zmq.Socket[Any]) -> None:
-        bound = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        host, _, port = bound[len("tcp://") :].rpartition(":")
-        address = ipaddress.ip_address(host.strip("[]"))
-        self.tcp_peers.listen(address.packed, int(port))
+        self.tcp_peers.listen(*bound_tcp_address(sock))
 
     def socket_file_mode(self) -> tuple[int, int, int]:
         """Owner uid, group gid and mode of the control and event sockets."""
@@ -630,6 +660,9 @@ class Guard:
             request_id = request[1] if len(request) > 1 else b""
             return [version, request_id, b"400", b"malformed ZAP request", b"", b""]
         version, request_id, domain, address, _, mechanism = request[:6]
+        for stream in self.streams:
+            if stream.answers(domain):
+                return stream.answer(request)
         transport = _DOMAINS.get(domain)
         status, text, caller = b"200", b"OK", UNIDENTIFIED
         peer = address.decode("ascii", "replace")
@@ -667,6 +700,13 @@ class Guard:
 
     def close(self) -> None:
         self._zap.close()
+
+
+def bound_tcp_address(sock: zmq.Socket[Any]) -> tuple[bytes, int]:
+    """The packed host and the port a socket bound on tcp listens at."""
+    bound = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+    host, _, port = bound[len("tcp://") :].rpartition(":")
+    return ipaddress.ip_address(host.strip("[]")).packed, int(port)
 
 
 def owner_uid(value: str | int | None) -> int | None:

@@ -37,7 +37,6 @@ READ_RESOLUTION = 0.01  # seconds a socket is left alone once seen readable
 # A subscriber that cannot keep up loses messages instead of growing memory:
 # about 40 publications of 500 processes.
 SEND_HWM = 20_000
-MAX_TOPIC = 4096  # bytes in one subscription; a longer one drops its connection
 
 
 class SocketReads:
@@ -101,8 +100,7 @@ class StatsStream:
         self._socket = context.socket(zmq.XPUB)
         self._socket.linger = 0
         self._socket.sndhwm = SEND_HWM
-        self._socket.maxmsgsize = MAX_TOPIC + 1  # the topic and its (un)subscribe byte
-        gate.guard(self._socket, fd)
+        gate.guard(self._socket, fd)  # also caps a subscription's size
         if endpoint.startswith("tcp://["):
             self._socket.ipv6 = True
         self._socket.setsockopt(zmq.USE_FD, fd)

@@ -12,7 +12,9 @@ import grp
 import json
 import os
 import pwd
+import select
 import shutil
+import socket
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -96,3 +98,42 @@ def group_name(gid: int) -> str:
 @pytest.fixture
 def owner(test_user: ServiceUser) -> ServiceUser:
     return test_user
+
+
+# -- clients run as another user -------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def run_as(
+    user: str, workdir: Path, client: str, *args: object
+) -> subprocess.Popen[str]:
+    if not Path(SYSTEM_PYTHON).exists():
+        pytest.skip(f"{SYSTEM_PYTHON} is needed to act as another user")
+    script = workdir / client
+    for name in (client, "zmtp_client.py"):  # the subscriber imports the latter
+        if not (workdir / name).exists():  # never rewritten under a reader
+            shutil.copy(HERE / name, workdir / name)
+            (workdir / name).chmod(0o644)
+    return subprocess.Popen(
+        ["runuser", "-u", user, "--", SYSTEM_PYTHON, str(script), *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def answer(process: subprocess.Popen[str]) -> str:
+    output, _ = process.communicate(timeout=60)
+    return output.strip()
+
+
+def sent(process: subprocess.Popen[str], timeout: float = 30) -> bool:
+    """Whether ``process`` printed ``sent`` (it holds its connection on)."""
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    return bool(ready) and process.stdout.readline().strip() == "sent"

@@ -108,3 +108,53 @@ def test_a_connection_that_sent_no_greeting_yet_hides_nobody():
     table.connect(1002, 40002, received=10)  # half a greeting
     table.connect(1001, 40003, received=90)  # greeting and READY: being asked
     assert peers(table).identify("127.0.0.1", insecure=False).uid == 1001
+
+
+def test_a_connection_its_client_closed_keeps_its_user():
+    # Circus's circusctl opens a DEALER to the event stream beside its SUB;
+    # the DEALER is dropped after its handshake and closes first, leaving
+    # the server end in CLOSE_WAIT while the SUB is asked about.
+    table = Table()
+    tracker = peers(table)
+    dealer = table.connect(0, 40001)
+    assert tracker.identify("127.0.0.1", insecure=False).uid == 0
+    client = next(e for e in table.entries if e.local == (HOST, 40001))
+    table.entries.remove(client)
+    server = next(e for e in table.entries if e.inode == dealer)
+    table.entries[table.entries.index(server)] = _Entry(
+        server.local, server.remote, "08", 0, dealer
+    )
+    table.connect(0, 40002)
+    assert tracker.identify("127.0.0.1", insecure=False).uid == 0
+
+
+def test_a_connection_closed_by_its_client_before_it_was_asked_hides_nobody():
+    table = Table()
+    table.entries.append(_Entry((HOST, PORT), (HOST, 40001), "08", 0, 700))
+    table.connect(1001, 40002)
+    assert peers(table).identify("127.0.0.1", insecure=False).uid == 1001
+
+
+def test_two_readers_at_once_are_let_in_where_only_reading_is_asked_about():
+    table = Table()
+    tracker = peers(table)
+    table.connect(1001, 40001)
+    table.connect(1002, 40002)
+    readers = {1001, 1002}
+
+    def reader(caller):
+        return caller.uid in readers
+
+    first = tracker.identify("127.0.0.1", insecure=False, enough=reader)
+    second = tracker.identify("127.0.0.1", insecure=False, enough=reader)
+    assert {first.uid, second.uid} == readers
+
+
+def test_a_reader_and_a_stranger_at_once_are_still_not_guessed():
+    table = Table()
+    table.connect(1001, 40001)
+    table.connect(1003, 40002)
+    caller = peers(table).identify(
+        "127.0.0.1", insecure=False, enough=lambda c: c.uid == 1001
+    )
+    assert caller.uid is None

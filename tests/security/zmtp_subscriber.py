@@ -1,9 +1,16 @@
 """A subscriber over ZMTP 3.0 (NULL), standard library only, to run as
 another user (``runuser`` with the system's python3).
 
-    zmtp_subscriber.py listen HOST PORT SECONDS
-        subscribe to ``stat.`` and print ``received N`` (messages within
-        SECONDS) or ``refused`` (the server closed the connection);
+    zmtp_subscriber.py listen HOST PORT SECONDS [TOPIC]
+        subscribe to TOPIC (``stat.``) and print ``received N`` (messages
+        within SECONDS) or ``refused`` (the server closed the connection);
+    zmtp_subscriber.py unsubscribe HOST PORT SECONDS TOPIC...
+        send an unsubscription from each TOPIC (never subscribed to), print
+        ``sent``, and hold the connection for SECONDS;
+    zmtp_subscriber.py idle HOST PORT CONNECTIONS SECONDS
+        open CONNECTIONS connections that send nothing and print ``closed N
+        after T`` (how many the server closed within SECONDS, and when the
+        last of them was closed);
     zmtp_subscriber.py flood HOST PORT CONNECTIONS TOPICS SIZE SECONDS MODE
         open CONNECTIONS connections and send TOPICS subscriptions of SIZE
         bytes on each (all different with MODE ``unique``, the same ones on
@@ -12,6 +19,7 @@ another user (``runuser`` with the system's python3).
 """
 
 import random
+import select
 import socket
 import struct
 import sys
@@ -45,7 +53,7 @@ def handshake(sock: socket.socket) -> None:
         raise ConnectionError(f"no READY from the server: {body[:40]!r}")
 
 
-def listen(host: str, port: int, seconds: float) -> str:
+def listen(host: str, port: int, seconds: float, topic: bytes) -> str:
     """Like a ZeroMQ SUB socket, connect again while refused (a tcp peer
     cannot be identified while another user connects at the same moment)."""
     deadline = time.monotonic() + seconds
@@ -58,15 +66,15 @@ def listen(host: str, port: int, seconds: float) -> str:
         with sock:
             try:
                 handshake(sock)
-                sock.sendall(frame(b"\x01stat."))
-                return f"received {receive(sock, deadline)}"
+                sock.sendall(frame(b"\x01" + topic))
+                return f"received {receive(sock, deadline, topic)}"
             except OSError:
                 pass
         time.sleep(random.uniform(0.1, 0.3))
     return "refused"
 
 
-def receive(sock: socket.socket, deadline: float) -> int:
+def receive(sock: socket.socket, deadline: float, topic: bytes) -> int:
     received = 0
     while time.monotonic() < deadline:
         sock.settimeout(max(deadline - time.monotonic(), 0.01))
@@ -74,7 +82,7 @@ def receive(sock: socket.socket, deadline: float) -> int:
             flags, body = read_frame(sock)
         except TimeoutError:
             break
-        if not flags & 0x04 and body.startswith(b"stat."):
+        if not flags & 0x04 and body.startswith(topic):
             received += 1
     return received
 
@@ -101,10 +109,42 @@ def flood(host: str, port: int, arguments: list[str]) -> str:
     return "sent"
 
 
+def idle(host: str, port: int, connections: int, seconds: float) -> str:
+    started = time.monotonic()
+    held = []
+    for _ in range(connections):
+        sock = socket.create_connection((host, port), timeout=10)
+        sock.setblocking(False)
+        held.append(sock)
+    closed, last = 0, 0.0
+    deadline = started + seconds
+    while held and time.monotonic() < deadline:
+        readable, _, _ = select.select(held, [], [], 0.1)
+        for sock in readable:
+            try:
+                data = sock.recv(4096)
+            except OSError:
+                data = b""
+            if not data:  # a greeting from the server is not a close
+                held.remove(sock)
+                sock.close()
+                closed, last = closed + 1, time.monotonic() - started
+    return f"closed {closed} after {last:.1f}"
+
+
 def main() -> None:
     mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if mode == "listen":
-        print(listen(host, port, float(sys.argv[4])), flush=True)
+        topic = sys.argv[5].encode() if len(sys.argv) > 5 else b"stat."
+        print(listen(host, port, float(sys.argv[4]), topic), flush=True)
+    elif mode == "idle":
+        print(idle(host, port, int(sys.argv[4]), float(sys.argv[5])), flush=True)
+    elif mode == "unsubscribe":
+        sock = connect(host, port)
+        handshake(sock)
+        sock.sendall(b"".join(frame(b"\x00" + t.encode()) for t in sys.argv[5:]))
+        print("sent", flush=True)
+        time.sleep(float(sys.argv[4]))
     else:
         print(flood(host, port, sys.argv[4:]), flush=True)
 
