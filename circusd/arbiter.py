@@ -6,7 +6,7 @@ import asyncio
 import fnmatch
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import zmq
@@ -39,15 +39,20 @@ class Arbiter:
         self.reloading = asyncio.Lock()
         # Where plugins connect; the daemon sets it once the endpoint is bound.
         self.control_endpoint = config.circus.endpoint
-        # Who may subscribe to the event stream; the daemon sets it before bind.
+        # Who may subscribe to the event stream, and how its socket file is
+        # made; the daemon sets both before bind.
         self.event_gate: SubscriberGate | None = None
+        self.bind_events: Callable[[zmq.Socket[Any], str], Any] = zmq.Socket.bind
 
     # -- lifecycle -------------------------------------------------------------
 
     def bind(self) -> None:
         """Bind sockets and the event stream; errors here stop the start."""
         self.publisher = Publisher(
-            self.context, self.config.circus.pubsub_endpoint, self.event_gate
+            self.context,
+            self.config.circus.pubsub_endpoint,
+            self.event_gate,
+            self.bind_events,
         )
         for sock in self.config.sockets:
             self._add_socket(sock)

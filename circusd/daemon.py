@@ -130,6 +130,7 @@ class Daemon:
             raise StartupError(f"cannot bind the statistics endpoints: {exc}") from None
         self.arbiter = ReportingArbiter(self.config, self.context, self._changed)
         self.arbiter.event_gate = self._event_gate()
+        self.arbiter.bind_events = self.guard.bind_file
         self.arbiter.control_endpoint = connect_address(
             circus.endpoint, self._control.getsockopt_string(zmq.LAST_ENDPOINT)
         )
@@ -141,7 +142,6 @@ class Daemon:
         if pubsub_path is not None:
             claim_ipc_path(pubsub_path)
             self._ipc_paths.append(pubsub_path)
-        old_umask = os.umask(0o077)
         try:
             self.arbiter.bind()
         except OSError as exc:
@@ -150,10 +150,6 @@ class Daemon:
             raise StartupError(
                 f"cannot bind {circus.pubsub_endpoint}: {exc.strerror}"
             ) from None
-        finally:
-            os.umask(old_umask)
-        if pubsub_path is not None:
-            self.guard.place(circus.pubsub_endpoint)
 
     def _event_gate(self) -> SubscriberGate:
         """Who may subscribe to the event stream: those who may read."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -27,6 +28,7 @@ class Publisher:
         context: zmq.Context[Any],
         endpoint: str,
         gate: SubscriberGate | None = None,
+        bind: Callable[[zmq.Socket[Any], str], Any] = zmq.Socket.bind,
     ) -> None:
         self.endpoint = endpoint
         self._socket = context.socket(zmq.PUB)
@@ -35,7 +37,7 @@ class Publisher:
         tcp = endpoint.startswith("tcp://")
         if gate is not None:
             gate.guard(self._socket, tcp)
-        self._socket.bind(endpoint)
+        bind(self._socket, endpoint)
         if gate is not None and tcp:
             gate.listening(*bound_tcp_address(self._socket))
 

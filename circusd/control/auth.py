@@ -543,14 +543,19 @@ class Guard:
             sock.zap_domain = b"circusd-curve"
         else:
             sock.zap_domain = b"circusd-tcp" if host is not None else b"circusd-ipc"
+        self.bind_file(sock, endpoint)
+        if host is not None:
+            self._listen_on(sock)
+
+    def bind_file(self, sock: zmq.Socket[Any], endpoint: str) -> None:
+        """Bind ``endpoint``; an ipc socket file has its final owner and mode
+        from the first moment it exists (see stage_socket_file)."""
         path = endpoint[len("ipc://") :] if endpoint.startswith("ipc://") else None
         adopted = getattr(sock.context, "adopts", lambda _: False)(endpoint)
         if path is None or path.startswith("@") or adopted:
             sock.bind(endpoint)
         else:
             self._bind_ipc(sock, path)
-        if host is not None:
-            self._listen_on(sock)
 
     def _listen_on(self, sock: zmq.Socket[Any]) -> None:
         self.tcp_peers.listen(*bound_tcp_address(sock))

@@ -256,21 +256,21 @@ def test_readonly_group_members_may_read_only(
     assert stop["reason"].startswith("permission denied: 'stop'")
 
 
-def test_control_socket_has_its_owner_and_mode_from_the_first_moment(
+def test_control_and_event_sockets_have_their_owner_and_mode_from_the_first_moment(
     start_daemon, workdir: Path, owner: ServiceUser, intruder: Intruder, request_as
 ):
-    control = workdir / "ctl.sock"
-    seen: list[tuple[int, int]] = []
+    files = (workdir / "ctl.sock", workdir / "pub.sock")
+    seen: dict[Path, list[tuple[int, int]]] = {path: [] for path in files}
     done = threading.Event()
 
     def poll() -> None:
         while not done.is_set():
-            try:
-                info = os.stat(control)
-            except FileNotFoundError:
-                pass
-            else:
-                seen.append((info.st_uid, stat.S_IMODE(info.st_mode)))
+            for path in files:
+                try:
+                    info = os.stat(path)
+                except FileNotFoundError:
+                    continue
+                seen[path].append((info.st_uid, stat.S_IMODE(info.st_mode)))
             time.sleep(0.001)
 
     poller = threading.Thread(target=poll)
@@ -279,8 +279,8 @@ def test_control_socket_has_its_owner_and_mode_from_the_first_moment(
     try:
         daemon = start_daemon(f"""
             [circus]
-            endpoint = ipc://{control}
-            pubsub_endpoint = ipc://{workdir}/pub.sock
+            endpoint = ipc://{files[0]}
+            pubsub_endpoint = ipc://{files[1]}
             endpoint_owner = {owner.name}
 
             [socket:u1]
@@ -299,9 +299,10 @@ def test_control_socket_has_its_owner_and_mode_from_the_first_moment(
         time.sleep(0.05)
         done.set()
         poller.join()
-    assert seen, "the poller never saw the socket"
-    assert all(uid == owner.uid for uid, _ in seen), seen[:5]
-    assert all(mode & 0o077 == 0 for _, mode in seen), seen[:5]
+    for path, observed in seen.items():
+        assert observed, f"the poller never saw {path}"
+        assert all(uid == owner.uid for uid, _ in observed), (path, observed[:5])
+        assert all(mode == 0o600 for _, mode in observed), (path, observed[:5])
     assert not os.stat(workdir / "app1.sock").st_mode & 0o002
     assert stat.S_IMODE(os.stat(workdir / "app2.sock").st_mode) == 0o700
     assert request_as(intruder.name, daemon.endpoint, "status") == (
