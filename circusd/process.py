@@ -153,8 +153,15 @@ def _resolve_program(
     program = executable or argv[0]
     if "/" in program:
         return program
-    found = shutil.which(program, path=env.get("PATH", os.defpath))
-    return found or program
+    path = env.get("PATH", os.defpath)
+    found = shutil.which(program, path=path)
+    if found is None:
+        # execve would take a bare name relative to the working directory,
+        # which may hold a file planted by its owner: never fall back to it.
+        raise SpawnError(
+            f"cannot execute {program}: not found in PATH {path}", errno.ENOENT
+        )
+    return found
 
 
 class IdentityError(SpawnError):
