@@ -191,8 +191,15 @@ def spawn(request: SpawnRequest) -> Process:
     argv = build_argv(request, env)
     if not argv:
         raise SpawnError("the command is empty")
+    # Encoded before anything else: a value that cannot be passed to execve
+    # fails here, with its name, and leaves nothing behind.
+    argv_b = [_encode(f"argument {i}", arg) for i, arg in enumerate(argv)]
+    env_b = [_encode(f"env {key}", f"{key}={value}") for key, value in env.items()]
+    _encode("executable", config.executable or "")
     program = _resolve_program(argv, env, config.executable)
+    program_b = _encode("the program", program)
     cwd = config.working_dir or os.getcwd()
+    cwd_b = _encode(_where(config, cwd), cwd)
     if identity.uid not in (None, 0):
         # The child enters cwd as the user; this check only words the reason.
         problem = enter_problem(identity, cwd)
@@ -203,6 +210,7 @@ def spawn(request: SpawnRequest) -> Process:
 
     theirs: list[int] = []  # the child's ends, closed here once it has them
     outputs: dict[int, int] = {}  # 1, 2 -> circusd's end of a captured pipe
+    started = False
     try:
         stdio = [_stdin(config, request.stdin_fd, theirs)]
         for which, closed, captured in (
@@ -211,10 +219,10 @@ def spawn(request: SpawnRequest) -> Process:
         ):
             stdio.append(_output(which, closed, captured, outputs, theirs))
         pid = _spawn.spawn(
-            os.fsencode(program),
-            [os.fsencode(arg) for arg in argv],
-            [os.fsencode(f"{key}={value}") for key, value in env.items()],
-            os.fsencode(cwd),
+            program_b,
+            argv_b,
+            env_b,
+            cwd_b,
             stdio,
             sorted(set(request.socket_fds.values())),
             -1 if config.umask is None else config.umask,
@@ -229,14 +237,25 @@ def spawn(request: SpawnRequest) -> Process:
             config.no_new_privs,
             config.pdeathsig or 0,
         )
+        started = True
     except OSError as exc:
-        for fd in outputs.values():
-            os.close(fd)
         raise SpawnError(_failure(exc, program, config, cwd), exc.errno) from None
     finally:
         for fd in theirs:
             os.close(fd)
+        if not started:  # whatever went wrong, circusd's ends go too
+            for fd in outputs.values():
+                os.close(fd)
     return Process(pid, request.wid, outputs)
+
+
+def _encode(what: str, text: str) -> bytes:
+    try:
+        return os.fsencode(text)
+    except UnicodeEncodeError as exc:
+        raise SpawnError(
+            f"cannot pass {what} to the program: {exc.reason} in {text!r}"
+        ) from None
 
 
 def _stdin(config: WatcherConfig, socket_fd: int | None, theirs: list[int]) -> int:

@@ -5,8 +5,6 @@ identities that must be whole, and failures that must leave circusd up."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
 import pytest
 
 from tests.conftest import wait_for
@@ -18,16 +16,15 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def test_bad_command_does_not_leak_circusds_output_pipes(start_daemon, workdir):
-    """A command the spawner refuses before any child exists (a null byte,
-    a lone surrogate) fails the watcher with the reason, and every pipe
-    made for the child's output is closed again, however often it retries."""
-    daemon = start_daemon("""
-        [watcher:plain]
-        cmd = sleep 300
-        """)
-    before = open_fds(daemon.process.pid)
-    for name, cmd in (("surrogate", "sleep \ud800"),):
+def test_values_execve_cannot_take_fail_by_name_and_leak_nothing(
+    start_daemon, workdir
+):
+    """A command, env value or working_dir that cannot be encoded for
+    execve (a lone surrogate, which JSON can carry in `add`) fails the
+    watcher with the value named, in one line, and the pipes made for the
+    child's output are closed again, however often it retries."""
+
+    def add(name: str, cmd: str, **options: object) -> None:
         daemon.ok(
             "add",
             name=name,
@@ -39,17 +36,35 @@ def test_bad_command_does_not_leak_circusds_output_pipes(start_daemon, workdir):
                 "stdout_stream.filename": str(workdir / f"{name}.out"),
                 "stderr_stream.class": "FileStream",
                 "stderr_stream.filename": str(workdir / f"{name}.err"),
+                **options,
             },
         )
-    for name in ("surrogate",):
-        wait_for(
-            lambda: daemon.ok("status", name=name)["status"] == "failed",
+
+    def failed(name: str) -> str:
+        status = wait_for(
+            lambda: (s := daemon.ok("status", name=name))["status"] == "failed" and s,
             timeout=30,
             what=f"watcher {name} to fail",
         )
-        reason = daemon.ok("status", name=name)["reason"]
-        assert "\n" not in reason
-    assert open_fds(daemon.process.pid) <= before
+        return str(status["reason"])
+
+    daemon = start_daemon("""
+        [watcher:plain]
+        cmd = sleep 300
+        """)
+    add("missing", str(workdir / "missing"))  # the same streams, failing late
+    assert "No such file or directory" in failed("missing")
+    baseline = open_fds(daemon.process.pid)
+    add("arg", "sleep \ud800")
+    add("env", "sleep 300", env={"BAD": "x\udcff\ud800"})
+    add("cwd", "sleep 300", working_dir=str(workdir / "d\ud800"))
+    reasons = {name: failed(name) for name in ("arg", "env", "cwd")}
+    assert "argument 1" in reasons["arg"]
+    assert "env BAD" in reasons["env"]
+    assert "working_dir" in reasons["cwd"]
+    for reason in reasons.values():
+        assert "surrogates not allowed" in reason and "\n" not in reason
+    assert open_fds(daemon.process.pid) <= baseline
     assert len(daemon.pids("plain")) == 1
 
 
