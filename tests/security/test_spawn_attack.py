@@ -5,6 +5,7 @@ identities that must be whole, and failures that must leave circusd up."""
 from __future__ import annotations
 
 import os
+
 import pytest
 
 from tests.conftest import wait_for
@@ -16,9 +17,7 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def test_values_execve_cannot_take_fail_by_name_and_leak_nothing(
-    start_daemon, workdir
-):
+def test_values_execve_cannot_take_fail_by_name_and_leak_nothing(start_daemon, workdir):
     """A command, env value or working_dir that cannot be encoded for
     execve (a lone surrogate, which JSON can carry in `add`) fails the
     watcher with the value named, in one line, and the pipes made for the
