@@ -303,6 +303,29 @@ static gid_t *gid_array(PyObject *seq, Py_ssize_t *n) {
     return out;
 }
 
+/* A limit: -1 (resource.RLIM_INFINITY) or 0 .. 2**64 - 1; anything else
+ * raises instead of wrapping around. */
+static int rlim_value(PyObject *obj, rlim_t *out) {
+    if (!PyLong_Check(obj)) {
+        PyErr_SetString(PyExc_TypeError, "rlimits: limits must be integers");
+        return 0;
+    }
+    int overflow;
+    if (PyLong_AsLongLongAndOverflow(obj, &overflow) == -1 && !overflow) {
+        if (PyErr_Occurred())
+            return 0;
+        *out = RLIM_INFINITY;
+        return 1;
+    }
+    unsigned long long value = PyLong_AsUnsignedLongLong(obj);
+    if (PyErr_Occurred()) {
+        PyErr_SetString(PyExc_OverflowError, "rlimits: limit out of range");
+        return 0;
+    }
+    *out = (rlim_t)value;
+    return 1;
+}
+
 static struct limit *limit_array(PyObject *seq, Py_ssize_t *n) {
     PyObject *fast = PySequence_Fast(seq, "rlimits");
     if (fast == NULL)
@@ -315,15 +338,15 @@ static struct limit *limit_array(PyObject *seq, Py_ssize_t *n) {
         return NULL;
     }
     for (Py_ssize_t i = 0; i < *n; i++) {
-        unsigned long long soft, hard;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fast, i), "iKK;rlimits",
-                              &out[i].resource, &soft, &hard)) {
+        PyObject *soft, *hard;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fast, i), "iOO;rlimits",
+                              &out[i].resource, &soft, &hard) ||
+            !rlim_value(soft, &out[i].value.rlim_cur) ||
+            !rlim_value(hard, &out[i].value.rlim_max)) {
             Py_DECREF(fast);
             PyMem_Free(out);
             return NULL;
         }
-        out[i].value.rlim_cur = (rlim_t)soft;
-        out[i].value.rlim_max = (rlim_t)hard;
     }
     Py_DECREF(fast);
     return out;

@@ -5,6 +5,7 @@ identities that must be whole, and failures that must leave circusd up."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -98,4 +99,27 @@ def test_command_missing_from_path_never_runs_a_file_of_the_working_dir(
     reason = daemon.ok("status", name="w")["reason"]
     assert daemon.pids("w") == []
     assert "cannot execute cd-backup-tool" in reason and "PATH" in reason, reason
+    assert len(daemon.pids("plain")) == 1
+
+
+def test_rlimit_beyond_64_bits_is_refused_not_wrapped(start_daemon, workdir):
+    """2**64 + 1 is no limit a kernel knows: it must be refused, not passed
+    on modulo 2**64 (which gave the child a core limit of 1)."""
+    daemon = start_daemon("""
+        [watcher:plain]
+        cmd = sleep 300
+        """)
+    huge = str(2**64 + 1)
+    reply = daemon.call(
+        "add", name="w", cmd="sleep 300", start=True, options={"rlimit_core": huge}
+    )
+    pids = daemon.pids("w") if reply["status"] == "ok" else []
+    core = [
+        line
+        for pid in pids
+        for line in Path(f"/proc/{pid}/limits").read_text().splitlines()
+        if line.startswith("Max core file size")
+    ]
+    assert reply["status"] == "error", core
+    assert "rlimit_core" in reply["reason"] and huge in reply["reason"]
     assert len(daemon.pids("plain")) == 1
