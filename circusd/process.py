@@ -165,8 +165,8 @@ def _resolve_program(
 
 
 class IdentityError(SpawnError):
-    """An identity this circusd can never give (it is not root): retrying
-    cannot help, so the watcher fails at once."""
+    """An identity or a limit this circusd can never give (it is not root):
+    retrying cannot help, so the watcher fails at once."""
 
 
 def _reachable(identity: Identity) -> Identity:
@@ -182,11 +182,39 @@ def _reachable(identity: Identity) -> Identity:
     )
 
 
+CAP_SETPCAP, CAP_SYS_RESOURCE = 8, 24
+
+
+def _has_capability(number: int) -> bool:
+    """Whether circusd's effective set holds capability ``number``."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> number & 1)
+    return False
+
+
+def _check_honourable(config: WatcherConfig) -> None:
+    """IdentityError for a setting circusd lacks the capability to apply."""
+    if config.capability_bounding_set is not None and not _has_capability(CAP_SETPCAP):
+        raise IdentityError(
+            "cannot honour capability_bounding_set: it needs CAP_SETPCAP, which "
+            f"circusd (uid {os.geteuid()}) does not have",
+            errno.EPERM,
+        )
+    if config.rlimits and not _has_capability(CAP_SYS_RESOURCE):
+        try:
+            check_rlimits(config.rlimits)
+        except ValueProblem as exc:
+            raise IdentityError(f"cannot honour {exc}", errno.EPERM) from None
+
+
 def spawn(request: SpawnRequest) -> Process:
     """Start one child with its identity (circusd._spawn). Raises SpawnError
     with the reason, and no program runs with part of its identity."""
     config = request.config
     identity = _reachable(request.identity)
+    _check_honourable(config)
     env = build_env(request)
     argv = build_argv(request, env)
     if not argv:

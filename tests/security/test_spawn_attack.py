@@ -5,11 +5,15 @@ identities that must be whole, and failures that must leave circusd up."""
 from __future__ import annotations
 
 import os
+import resource
+import shutil
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import CIRCUSD, READY_TIMEOUT, ServiceUser, call, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -123,3 +127,62 @@ def test_rlimit_beyond_64_bits_is_refused_not_wrapped(start_daemon, workdir):
     assert reply["status"] == "error", core
     assert "rlimit_core" in reply["reason"] and huge in reply["reason"]
     assert len(daemon.pids("plain")) == 1
+
+
+def test_daemon_that_is_not_root_names_the_options_it_cannot_honour(
+    workdir: Path, owner: ServiceUser
+):
+    """circusd as an ordinary user (uid `owner` in a user namespace) starts
+    plain watchers, and fails at once, with the option named, a watcher
+    whose rlimit is above its own hard limit or that narrows the bounding
+    set (which needs CAP_SETPCAP)."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is needed")
+    probe = subprocess.run(
+        ["unshare", "--user", f"--map-user={owner.uid}", "true"], capture_output=True
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"user namespaces unavailable: {probe.stderr!r}")
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    endpoint = f"ipc://{workdir}/nr.sock"
+    config = workdir / "nr.ini"
+    config.write_text(
+        f"[circus]\nendpoint = {endpoint}\n"
+        f"pubsub_endpoint = ipc://{workdir}/nrpub.sock\n\n"
+        f"[watcher:limit]\ncmd = sleep 300\nrlimit_nofile = 64:{hard + 1}\n\n"
+        "[watcher:caps]\ncmd = sleep 300\ncapability_bounding_set = kill\n\n"
+        "[watcher:lower]\ncmd = sleep 300\nrlimit_nofile = 64:128\n\n"
+        "[watcher:plain]\ncmd = sleep 300\n"
+    )
+    log = (workdir / "nr.log").open("wb")
+    process = subprocess.Popen(
+        ["unshare", "--user", f"--map-user={owner.uid}",
+         f"--map-group={owner.gid}", *CIRCUSD, str(config)],
+        stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: (workdir / "nr.sock").exists(), READY_TIMEOUT)
+
+        def failed(name: str) -> str:
+            status = wait_for(
+                lambda: (
+                    (s := call(endpoint, "status", name=name))["status"] == "failed"
+                    and s
+                ),
+                timeout=3,
+                what=f"watcher {name} to fail at once",
+            )
+            return str(status["reason"])
+
+        limit = failed("limit")
+        assert "rlimit_nofile" in limit and str(hard + 1) in limit, limit
+        assert "attempts" not in limit, limit
+        caps = failed("caps")
+        assert "capability_bounding_set" in caps and "CAP_SETPCAP" in caps, caps
+        for name in ("plain", "lower"):
+            assert call(endpoint, "status", name=name)["status"] == "active"
+            assert len(call(endpoint, "list", name=name)["pids"]) == 1
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(10)
+        log.close()
