@@ -471,7 +471,7 @@ static PyObject *spawn(PyObject *Py_UNUSED(module), PyObject *args) {
     pipe_fds[1] = -1;
     if (pid < 0) {
         errno = clone_errno;
-        PyErr_SetFromErrno(PyExc_OSError);
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, "clone");
         goto done;
     }
 

@@ -351,6 +351,8 @@ def _failure(exc: OSError, program: str, config: WatcherConfig, cwd: str) -> str
     step = exc.filename
     if step is None:
         return f"cannot start a process: {exc.strerror}"
+    if step == "clone":
+        return f"cannot create a process (clone): {exc.strerror}"
     if step == "exec":
         return f"cannot execute {program}: {exc.strerror}"
     if step == "chdir":

@@ -186,3 +186,48 @@ def test_daemon_that_is_not_root_names_the_options_it_cannot_honour(
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(10)
         log.close()
+
+
+PIDS_CGROUP = Path("/sys/fs/cgroup/pids")
+
+
+def test_clone_refused_by_a_pids_limit_fails_the_spawn_and_nothing_else(
+    start_daemon, workdir
+):
+    """With circusd in a pids cgroup that is full, clone fails with EAGAIN:
+    the spawn fails with that reason in one line, circusd keeps answering,
+    the running watcher keeps its process, and once the limit is lifted the
+    watcher starts."""
+    if not (PIDS_CGROUP / "cgroup.procs").exists():
+        pytest.skip("a cgroup v1 pids hierarchy is needed")
+    daemon = start_daemon("""
+        [watcher:plain]
+        cmd = sleep 300
+
+        [watcher:w]
+        cmd = sleep 300
+        autostart = false
+        max_retry = -1
+        """)
+    plain = daemon.pids("plain")
+    group = PIDS_CGROUP / f"cdspawn{os.getpid()}"
+    group.mkdir()
+    try:
+        (group / "cgroup.procs").write_text(str(daemon.process.pid))
+        (group / "pids.max").write_text((group / "pids.current").read_text())
+        daemon.ok("start", name="w")
+        reason = wait_for(
+            lambda: daemon.ok("status", name="w").get("reason"), what="the failure"
+        )
+        assert reason.startswith(
+            "cannot create a process (clone): Resource temporarily unavailable"
+        ), reason
+        assert daemon.pids("w") == []
+        assert daemon.pids("plain") == plain
+        assert all(os.path.exists(f"/proc/{pid}") for pid in plain)
+        (group / "pids.max").write_text("max")
+        wait_for(lambda: daemon.pids("w"), timeout=15, what="w to start")
+    finally:
+        (PIDS_CGROUP / "cgroup.procs").write_text(str(daemon.process.pid))
+        daemon.stop()
+        group.rmdir()
