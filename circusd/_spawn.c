@@ -213,21 +213,22 @@ static int child(void *arg) {
 
 /* -- arguments ------------------------------------------------------------- */
 
-/* A NULL-terminated array of the bytes in a sequence, which must be kept
- * alive by the caller. */
-static char **string_array(PyObject *seq, const char *what) {
-    PyObject *fast = PySequence_Fast(seq, what);
-    if (fast == NULL)
+/* A NULL-terminated array of the bytes in an iterable. *owner gets a new
+ * tuple holding every item: the caller keeps it until the exec, so no item
+ * can be freed meanwhile, whatever the iterable was or whoever mutates it. */
+static char **string_array(PyObject *seq, const char *what, PyObject **owner) {
+    PyObject *items = PySequence_Tuple(seq);
+    if (items == NULL)
         return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    Py_ssize_t n = PyTuple_GET_SIZE(items);
     char **out = PyMem_Calloc((size_t)n + 1, sizeof(char *));
     if (out == NULL) {
-        Py_DECREF(fast);
+        Py_DECREF(items);
         PyErr_NoMemory();
         return NULL;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(fast, i);
+        PyObject *item = PyTuple_GET_ITEM(items, i);
         if (!PyBytes_Check(item)) {
             PyErr_Format(PyExc_TypeError, "%s: every item must be bytes", what);
             goto error;
@@ -238,10 +239,10 @@ static char **string_array(PyObject *seq, const char *what) {
             goto error;
         }
     }
-    Py_DECREF(fast); /* the items stay alive in seq */
+    *owner = items;
     return out;
 error:
-    Py_DECREF(fast);
+    Py_DECREF(items);
     PyMem_Free(out);
     return NULL;
 }
@@ -389,6 +390,7 @@ static PyObject *spawn(PyObject *Py_UNUSED(module), PyObject *args) {
     int no_new_privs;
     PyObject *result = NULL;
     char **argv = NULL, **envp = NULL;
+    PyObject *argv_items = NULL, *envp_items = NULL; /* keep argv, envp alive */
     int *stdio = NULL, *keep = NULL, *drop = NULL;
     gid_t *groups = NULL;
     struct limit *limits = NULL;
@@ -401,8 +403,8 @@ static PyObject *spawn(PyObject *Py_UNUSED(module), PyObject *args) {
                           &limits_seq, &drop_seq, &groups_obj, &gid, &uid,
                           &no_new_privs, &p.pdeathsig))
         return NULL;
-    if ((argv = string_array(argv_seq, "argv")) == NULL ||
-        (envp = string_array(envp_seq, "envp")) == NULL ||
+    if ((argv = string_array(argv_seq, "argv", &argv_items)) == NULL ||
+        (envp = string_array(envp_seq, "envp", &envp_items)) == NULL ||
         (stdio = int_array(stdio_seq, &n, "stdio")) == NULL)
         goto done;
     if (n != 3) {
@@ -498,6 +500,8 @@ done:
     PyMem_Free(stack);
     PyMem_Free(argv);
     PyMem_Free(envp);
+    Py_XDECREF(argv_items);
+    Py_XDECREF(envp_items);
     PyMem_Free(stdio);
     PyMem_Free(keep);
     PyMem_Free(limits);

@@ -9,6 +9,7 @@ import resource
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -231,3 +232,38 @@ def test_clone_refused_by_a_pids_limit_fails_the_spawn_and_nothing_else(
         (PIDS_CGROUP / "cgroup.procs").write_text(str(daemon.process.pid))
         daemon.stop()
         group.rmdir()
+
+
+_ITERATOR_SPAWN = """
+import os
+from circusd import _spawn
+
+read_end, write_end = os.pipe()
+words = [bytes([0x61 + i]) * 40 for i in range(3)]
+expected = b" ".join(words) + b"\\n"
+pid = _spawn.spawn(
+    b"/bin/echo",
+    (bytes(bytearray(w)) for w in [b"echo", *words]),  # new objects, owned by no one
+    (b"X=" + bytes(40) .replace(b"\\0", b"y") for _ in range(1)),
+    b"/", [-1, write_end, -1], [], -1, [], [], None, -1, -1, False, 0,
+)
+os.close(write_end)
+got = os.read(read_end, 4096)
+os.waitpid(pid, 0)
+print("same" if got == expected else f"different: {got!r}")
+"""
+
+
+def test_spawn_keeps_argv_and_envp_alive_when_given_iterators(tmp_path):
+    """_spawn.spawn takes any iterable: the bytes it passes to execve must
+    stay alive until the exec, even when only the iterable's list held them
+    (with PYTHONMALLOC=debug, freed memory is overwritten and shows)."""
+    result = subprocess.run(
+        [sys.executable, "-c", _ITERATOR_SPAWN],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONMALLOC": "debug"},
+        cwd=tmp_path,
+    )
+    assert result.stdout.strip() == "same", (result.stdout, result.stderr)
