@@ -226,7 +226,7 @@ def spawn(request: SpawnRequest) -> Process:
     _encode("executable", config.executable or "")
     program = _resolve_program(argv, env, config.executable)
     program_b = _encode("the program", program)
-    cwd = config.working_dir or os.getcwd()
+    cwd = config.working_dir or _own_directory()
     cwd_b = _encode(_where(config, cwd), cwd)
     if identity.uid not in (None, 0):
         # The child enters cwd as the user; this check only words the reason.
@@ -340,6 +340,16 @@ def _rlimit_numbers(config: WatcherConfig) -> dict[int, str]:
     return {
         getattr(resource, "RLIMIT_" + name.upper()): name for name in config.rlimits
     }
+
+
+def _own_directory() -> str:
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        raise SpawnError(
+            "cannot start in circusd's directory: it was removed (set working_dir)",
+            errno.ENOENT,
+        ) from None
 
 
 def _where(config: WatcherConfig, cwd: str) -> str:

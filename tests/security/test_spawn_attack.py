@@ -267,3 +267,80 @@ def test_spawn_keeps_argv_and_envp_alive_when_given_iterators(tmp_path):
         cwd=tmp_path,
     )
     assert result.stdout.strip() == "same", (result.stdout, result.stderr)
+
+
+def _launch(
+    workdir: Path, ini: str, *, cwd: Path, shell_redirects: str = ""
+) -> tuple[subprocess.Popen[bytes], str]:
+    """circusd from ``sh -c 'exec circusd CONFIG REDIRECTS'`` in ``cwd``; its
+    control endpoint once it answers."""
+    endpoint = f"ipc://{workdir}/l.sock"
+    config = workdir / "l.ini"
+    config.write_text(
+        f"[circus]\nendpoint = {endpoint}\n"
+        f"pubsub_endpoint = ipc://{workdir}/lpub.sock\n\n{ini}"
+    )
+    command = " ".join([*CIRCUSD, str(config), "--log-output", str(workdir / "l.log")])
+    process = subprocess.Popen(
+        ["sh", "-c", f"exec {command} {shell_redirects}"],
+        cwd=cwd,
+        start_new_session=True,
+    )
+    wait_for(lambda: (workdir / "l.sock").exists(), READY_TIMEOUT)
+    wait_for(
+        lambda: "started watchers=" in (workdir / "l.log").read_text(),
+        what="watchers to start",
+    )
+    return process, endpoint
+
+
+def _end(process: subprocess.Popen[bytes]) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(10)
+
+
+def test_removed_circusd_directory_is_named_in_the_reason(workdir: Path):
+    """A watcher without working_dir starts in circusd's own directory; when
+    that directory was removed, the reason says so instead of a bare
+    '[Errno 2] No such file or directory'."""
+    home = workdir / "home"
+    home.mkdir()
+    process, endpoint = _launch(
+        workdir,
+        "[watcher:w]\ncmd = sleep 300\nautostart = false\nmax_retry = 0\n\n"
+        "[watcher:plain]\ncmd = sleep 300\n",
+        cwd=home,
+    )
+    try:
+        home.rmdir()
+        call(endpoint, "start", name="w")
+        status = wait_for(
+            lambda: (s := call(endpoint, "status", name="w")).get("reason") and s,
+            what="the failure",
+        )
+        assert "circusd's directory" in status["reason"], status
+        assert "removed" in status["reason"], status
+        assert call(endpoint, "status", name="plain")["status"] == "active"
+    finally:
+        _end(process)
+
+
+def test_children_get_open_stdio_when_circusd_started_without_it(workdir: Path):
+    """circusd started with 0, 1 and 2 closed: the files it opens first take
+    those numbers, and a child that keeps circusd's stdout would get one of
+    them or nothing. Every child still starts with 0, 1 and 2 open, none of
+    them one of circusd's own files."""
+    process, endpoint = _launch(
+        workdir,
+        "[watcher:w]\ncmd = sleep 300\n",
+        cwd=workdir,
+        shell_redirects="<&- >&- 2>&-",
+    )
+    try:
+        pid = call(endpoint, "list", name="w")["pids"][0]
+        fds = {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}")
+               for fd in os.listdir(f"/proc/{pid}/fd")}  # fmt: skip
+        assert fds == dict.fromkeys((0, 1, 2), "/dev/null"), fds
+        assert call(endpoint, "status", name="w")["status"] == "active"
+    finally:
+        _end(process)
