@@ -10,8 +10,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import CIRCUSD, READY_TIMEOUT, ServiceUser, call, wait_for
@@ -344,3 +346,58 @@ def test_children_get_open_stdio_when_circusd_started_without_it(workdir: Path):
         assert call(endpoint, "status", name="w")["status"] == "active"
     finally:
         _end(process)
+
+
+def test_children_never_hold_circusds_descriptors_under_churn(start_daemon, workdir):
+    """Many watchers respawning at once, with captured output, a shared
+    socket and a reloadconfig in the middle: every child holds 0, 1, 2 and
+    the socket its command names, nothing of circusd's (control and event
+    sockets, epoll, other watchers' pipes, the failure pipe)."""
+    watchers = "".join(
+        f"""
+        [watcher:w{i}]
+        cmd = sleep 0.{i + 2}
+        numprocesses = 3
+        max_retry = -1
+        stdout_stream.class = FileStream
+        stdout_stream.filename = {workdir}/w{i}.out
+        stderr_stream.class = FileStream
+        stderr_stream.filename = {workdir}/w{i}.err
+        """
+        for i in range(6)
+    )
+    daemon = start_daemon(f"""
+        [watcher:web]
+        cmd = sleep 300 $(circus.sockets.web)
+        numprocesses = 2
+
+        [socket:web]
+        host = 127.0.0.1
+        port = 0
+        {watchers}
+        """)
+    web = daemon.pids("web")
+    socket_fd = int(Path(f"/proc/{web[0]}/cmdline").read_bytes().split(b"\0")[2])
+    seen = whole = 0
+    deadline = time.monotonic() + 4
+    reloaded = False
+    while time.monotonic() < deadline:
+        if not reloaded and time.monotonic() > deadline - 2:
+            daemon.ok("reloadconfig")
+            reloaded = True
+        for child in psutil.Process(daemon.process.pid).children():
+            try:
+                fds = {int(fd): os.readlink(f"/proc/{child.pid}/fd/{fd}")
+                       for fd in os.listdir(f"/proc/{child.pid}/fd")}  # fmt: skip
+                name = child.name()
+            except (FileNotFoundError, ProcessLookupError, psutil.NoSuchProcess):
+                continue
+            if name != "sleep":
+                continue  # not yet exec'd: circusd's own descriptors still
+            expected = {0, 1, 2, socket_fd} if child.pid in web else {0, 1, 2}
+            # Only a subset while sleep exits (it closes its stdout itself).
+            assert set(fds) <= expected, (child.pid, fds)
+            seen += 1
+            whole += set(fds) == expected
+    assert seen > 50 and whole > seen / 2, (seen, whole)
+    assert daemon.pids("web") == web
