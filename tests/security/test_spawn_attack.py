@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from tests.conftest import CIRCUSD, READY_TIMEOUT, ServiceUser, call, wait_for
+from tests.security.conftest import proc_status
 
 pytestmark = pytest.mark.root
 
@@ -401,3 +402,31 @@ def test_children_never_hold_circusds_descriptors_under_churn(start_daemon, work
             whole += set(fds) == expected
     assert seen > 50 and whole > seen / 2, (seen, whole)
     assert daemon.pids("web") == web
+
+
+def test_uid_without_passwd_entry_and_root_with_a_group_are_exact(
+    start_daemon, owner: ServiceUser
+):
+    """A numeric uid unknown to passwd (with its gid) and uid 0 with another
+    gid: each child holds exactly those ids, and exactly the groups named,
+    never circusd's."""
+    daemon = start_daemon(f"""
+        [watcher:ghost]
+        cmd = sleep 300
+        uid = 4000123
+        gid = {owner.extra_gid}
+
+        [watcher:root]
+        cmd = sleep 300
+        uid = 0
+        gid = {owner.extra_group}
+        """)
+    ghost = proc_status(daemon.pids("ghost")[0])
+    assert ghost["Uid"].split() == ["4000123"] * 4
+    assert ghost["Gid"].split() == [str(owner.extra_gid)] * 4
+    assert ghost["Groups"].split() == [str(owner.extra_gid)]
+    root = proc_status(daemon.pids("root")[0])
+    assert root["Uid"].split() == ["0"] * 4
+    assert root["Gid"].split() == [str(owner.extra_gid)] * 4
+    expected = sorted(set(os.getgrouplist("root", owner.extra_gid)))
+    assert sorted(map(int, root["Groups"].split())) == expected
