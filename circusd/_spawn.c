@@ -416,7 +416,9 @@ static PyObject *spawn(PyObject *Py_UNUSED(module), PyObject *args) {
         (drop = int_array(drop_seq, &p.ndrop, "drop_caps")) == NULL)
         goto done;
     for (Py_ssize_t i = 0; i < p.nkeep; i++) {
-        if (keep[i] < 3 || (i > 0 && keep[i] <= keep[i - 1])) {
+        /* INT_MAX too: the failure pipe must fit above every kept one. */
+        if (keep[i] < 3 || keep[i] == INT_MAX ||
+            (i > 0 && keep[i] <= keep[i - 1])) {
             PyErr_SetString(PyExc_ValueError,
                             "keep_fds: ascending descriptors above 2 expected");
             goto done;

@@ -430,3 +430,20 @@ def test_uid_without_passwd_entry_and_root_with_a_group_are_exact(
     assert root["Gid"].split() == [str(owner.extra_gid)] * 4
     expected = sorted(set(os.getgrouplist("root", owner.extra_gid)))
     assert sorted(map(int, root["Groups"].split())) == expected
+
+
+def test_spawn_reports_a_bad_descriptor_to_keep_even_the_highest():
+    """A descriptor to keep that is not open fails the spawn with its step,
+    also at INT_MAX (where 'one above' overflowed and the failure pipe was
+    closed before the child could report on it: a dead child came back as
+    started)."""
+    from circusd import _spawn
+
+    for fd in (1000, 2**31 - 1):
+        with pytest.raises((OSError, ValueError)) as failure:
+            pid = _spawn.spawn(
+                b"/bin/true", [b"true"], [], b"/", [-1, -1, -1], [fd],
+                -1, [], [], None, -1, -1, False, 0,
+            )  # fmt: skip
+            os.waitpid(pid, 0)
+        assert "close_fds" in str(failure.value) or "keep_fds" in str(failure.value)
