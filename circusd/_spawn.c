@@ -153,9 +153,18 @@ static int child(void *arg) {
      * the program either. */
     for (int sig = 1; sig < NSIG; sig++) {
         struct sigaction old;
-        if (sigaction(sig, NULL, &old) == 0 && old.sa_handler != SIG_DFL &&
-            (old.sa_handler != SIG_IGN || sig == SIGPIPE || sig == SIGXFSZ))
-            sigaction(sig, &dfl, NULL);
+        if (sigaction(sig, NULL, &old) == 0) {
+            if (old.sa_handler != SIG_DFL &&
+                (old.sa_handler != SIG_IGN || sig == SIGPIPE || sig == SIGXFSZ))
+                sigaction(sig, &dfl, NULL);
+        } else if (errno == EINVAL) {
+            /* glibc keeps 32 and 33 for itself and refuses to touch them,
+             * but a launcher may have left them ignored, and the kernel
+             * keeps "ignored" across exec. Only the raw call reaches them;
+             * a zeroed kernel sigaction is SIG_DFL in every layout. */
+            unsigned long zero[8] = {0};
+            syscall(SYS_rt_sigaction, sig, zero, NULL, _NSIG / 8);
+        }
     }
     if (setsid() < 0)
         fail(p, STEP_SESSION, 0);

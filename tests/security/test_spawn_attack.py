@@ -447,3 +447,36 @@ def test_spawn_reports_a_bad_descriptor_to_keep_even_the_highest():
             )  # fmt: skip
             os.waitpid(pid, 0)
         assert "close_fds" in str(failure.value) or "keep_fds" in str(failure.value)
+
+
+_IGNORE_INTERNAL_SIGNALS = """#!{python}
+# Ignore signals 32 and 33 (glibc keeps them for itself, so only the raw
+# system call reaches them, as some launchers do), then become circusd.
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+act = (ctypes.c_ulong * 4)(1, 0, 0, 0)  # handler SIG_IGN, flags, restorer, mask
+for sig in (32, 33):
+    assert libc.syscall(13, sig, act, None, 8) == 0, ctypes.get_errno()
+os.execv({python!r}, [{python!r}, *sys.argv[1:]])
+"""
+
+
+def test_signals_glibc_reserves_are_not_left_ignored_in_children(start_daemon, workdir):
+    """circusd started with signals 32 and 33 ignored (`make` starts its
+    commands that way): children get every disposition back to default,
+    these two included, which glibc's sigaction() will not touch."""
+    if os.uname().machine != "x86_64":
+        pytest.skip("the launcher uses x86_64's rt_sigaction number")
+    launcher = workdir / "ignoring-python"
+    launcher.write_text(_IGNORE_INTERNAL_SIGNALS.format(python=sys.executable))
+    launcher.chmod(0o755)
+    daemon = start_daemon(
+        """
+        [watcher:w]
+        cmd = sleep 300
+        """,
+        python=str(launcher),
+    )
+    assert proc_status(daemon.process.pid)["SigIgn"] != "0" * 16
+    status = proc_status(daemon.pids("w")[0])
+    assert (status["SigIgn"], status["SigBlk"]) == ("0" * 16, "0" * 16)
