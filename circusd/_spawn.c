@@ -213,21 +213,22 @@ static int child(void *arg) {
 
 /* -- arguments ------------------------------------------------------------- */
 
-/* A NULL-terminated array of the bytes in a sequence, which must be kept
- * alive by the caller. */
-static char **string_array(PyObject *seq, const char *what) {
-    PyObject *fast = PySequence_Fast(seq, what);
-    if (fast == NULL)
+/* A NULL-terminated array of the bytes in an iterable. *owner gets a new
+ * tuple holding every item: the caller keeps it until the exec, so no item
+ * can be freed meanwhile, whatever the iterable was or whoever mutates it. */
+static char **string_array(PyObject *seq, const char *what, PyObject **owner) {
+    PyObject *items = PySequence_Tuple(seq);
+    if (items == NULL)
         return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    Py_ssize_t n = PyTuple_GET_SIZE(items);
     char **out = PyMem_Calloc((size_t)n + 1, sizeof(char *));
     if (out == NULL) {
-        Py_DECREF(fast);
+        Py_DECREF(items);
         PyErr_NoMemory();
         return NULL;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(fast, i);
+        PyObject *item = PyTuple_GET_ITEM(items, i);
         if (!PyBytes_Check(item)) {
             PyErr_Format(PyExc_TypeError, "%s: every item must be bytes", what);
             goto error;
@@ -238,10 +239,10 @@ static char **string_array(PyObject *seq, const char *what) {
             goto error;
         }
     }
-    Py_DECREF(fast); /* the items stay alive in seq */
+    *owner = items;
     return out;
 error:
-    Py_DECREF(fast);
+    Py_DECREF(items);
     PyMem_Free(out);
     return NULL;
 }
@@ -303,6 +304,29 @@ static gid_t *gid_array(PyObject *seq, Py_ssize_t *n) {
     return out;
 }
 
+/* A limit: -1 (resource.RLIM_INFINITY) or 0 .. 2**64 - 1; anything else
+ * raises instead of wrapping around. */
+static int rlim_value(PyObject *obj, rlim_t *out) {
+    if (!PyLong_Check(obj)) {
+        PyErr_SetString(PyExc_TypeError, "rlimits: limits must be integers");
+        return 0;
+    }
+    int overflow;
+    if (PyLong_AsLongLongAndOverflow(obj, &overflow) == -1 && !overflow) {
+        if (PyErr_Occurred())
+            return 0;
+        *out = RLIM_INFINITY;
+        return 1;
+    }
+    unsigned long long value = PyLong_AsUnsignedLongLong(obj);
+    if (PyErr_Occurred()) {
+        PyErr_SetString(PyExc_OverflowError, "rlimits: limit out of range");
+        return 0;
+    }
+    *out = (rlim_t)value;
+    return 1;
+}
+
 static struct limit *limit_array(PyObject *seq, Py_ssize_t *n) {
     PyObject *fast = PySequence_Fast(seq, "rlimits");
     if (fast == NULL)
@@ -315,15 +339,15 @@ static struct limit *limit_array(PyObject *seq, Py_ssize_t *n) {
         return NULL;
     }
     for (Py_ssize_t i = 0; i < *n; i++) {
-        unsigned long long soft, hard;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fast, i), "iKK;rlimits",
-                              &out[i].resource, &soft, &hard)) {
+        PyObject *soft, *hard;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fast, i), "iOO;rlimits",
+                              &out[i].resource, &soft, &hard) ||
+            !rlim_value(soft, &out[i].value.rlim_cur) ||
+            !rlim_value(hard, &out[i].value.rlim_max)) {
             Py_DECREF(fast);
             PyMem_Free(out);
             return NULL;
         }
-        out[i].value.rlim_cur = (rlim_t)soft;
-        out[i].value.rlim_max = (rlim_t)hard;
     }
     Py_DECREF(fast);
     return out;
@@ -366,6 +390,7 @@ static PyObject *spawn(PyObject *Py_UNUSED(module), PyObject *args) {
     int no_new_privs;
     PyObject *result = NULL;
     char **argv = NULL, **envp = NULL;
+    PyObject *argv_items = NULL, *envp_items = NULL; /* keep argv, envp alive */
     int *stdio = NULL, *keep = NULL, *drop = NULL;
     gid_t *groups = NULL;
     struct limit *limits = NULL;
@@ -378,8 +403,8 @@ static PyObject *spawn(PyObject *Py_UNUSED(module), PyObject *args) {
                           &limits_seq, &drop_seq, &groups_obj, &gid, &uid,
                           &no_new_privs, &p.pdeathsig))
         return NULL;
-    if ((argv = string_array(argv_seq, "argv")) == NULL ||
-        (envp = string_array(envp_seq, "envp")) == NULL ||
+    if ((argv = string_array(argv_seq, "argv", &argv_items)) == NULL ||
+        (envp = string_array(envp_seq, "envp", &envp_items)) == NULL ||
         (stdio = int_array(stdio_seq, &n, "stdio")) == NULL)
         goto done;
     if (n != 3) {
@@ -391,7 +416,9 @@ static PyObject *spawn(PyObject *Py_UNUSED(module), PyObject *args) {
         (drop = int_array(drop_seq, &p.ndrop, "drop_caps")) == NULL)
         goto done;
     for (Py_ssize_t i = 0; i < p.nkeep; i++) {
-        if (keep[i] < 3 || (i > 0 && keep[i] <= keep[i - 1])) {
+        /* INT_MAX too: the failure pipe must fit above every kept one. */
+        if (keep[i] < 3 || keep[i] == INT_MAX ||
+            (i > 0 && keep[i] <= keep[i - 1])) {
             PyErr_SetString(PyExc_ValueError,
                             "keep_fds: ascending descriptors above 2 expected");
             goto done;
@@ -448,7 +475,7 @@ static PyObject *spawn(PyObject *Py_UNUSED(module), PyObject *args) {
     pipe_fds[1] = -1;
     if (pid < 0) {
         errno = clone_errno;
-        PyErr_SetFromErrno(PyExc_OSError);
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, "clone");
         goto done;
     }
 
@@ -475,6 +502,8 @@ done:
     PyMem_Free(stack);
     PyMem_Free(argv);
     PyMem_Free(envp);
+    Py_XDECREF(argv_items);
+    Py_XDECREF(envp_items);
     PyMem_Free(stdio);
     PyMem_Free(keep);
     PyMem_Free(limits);

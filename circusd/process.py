@@ -153,13 +153,20 @@ def _resolve_program(
     program = executable or argv[0]
     if "/" in program:
         return program
-    found = shutil.which(program, path=env.get("PATH", os.defpath))
-    return found or program
+    path = env.get("PATH", os.defpath)
+    found = shutil.which(program, path=path)
+    if found is None:
+        # execve would take a bare name relative to the working directory,
+        # which may hold a file planted by its owner: never fall back to it.
+        raise SpawnError(
+            f"cannot execute {program}: not found in PATH {path}", errno.ENOENT
+        )
+    return found
 
 
 class IdentityError(SpawnError):
-    """An identity this circusd can never give (it is not root): retrying
-    cannot help, so the watcher fails at once."""
+    """An identity or a limit this circusd can never give (it is not root):
+    retrying cannot help, so the watcher fails at once."""
 
 
 def _reachable(identity: Identity) -> Identity:
@@ -175,17 +182,52 @@ def _reachable(identity: Identity) -> Identity:
     )
 
 
+CAP_SETPCAP, CAP_SYS_RESOURCE = 8, 24
+
+
+def _has_capability(number: int) -> bool:
+    """Whether circusd's effective set holds capability ``number``."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> number & 1)
+    return False
+
+
+def _check_honourable(config: WatcherConfig) -> None:
+    """IdentityError for a setting circusd lacks the capability to apply."""
+    if config.capability_bounding_set is not None and not _has_capability(CAP_SETPCAP):
+        raise IdentityError(
+            "cannot honour capability_bounding_set: it needs CAP_SETPCAP, which "
+            f"circusd (uid {os.geteuid()}) does not have",
+            errno.EPERM,
+        )
+    if config.rlimits and not _has_capability(CAP_SYS_RESOURCE):
+        try:
+            check_rlimits(config.rlimits)
+        except ValueProblem as exc:
+            raise IdentityError(f"cannot honour {exc}", errno.EPERM) from None
+
+
 def spawn(request: SpawnRequest) -> Process:
     """Start one child with its identity (circusd._spawn). Raises SpawnError
     with the reason, and no program runs with part of its identity."""
     config = request.config
     identity = _reachable(request.identity)
+    _check_honourable(config)
     env = build_env(request)
     argv = build_argv(request, env)
     if not argv:
         raise SpawnError("the command is empty")
+    # Encoded before anything else: a value that cannot be passed to execve
+    # fails here, with its name, and leaves nothing behind.
+    argv_b = [_encode(f"argument {i}", arg) for i, arg in enumerate(argv)]
+    env_b = [_encode(f"env {key}", f"{key}={value}") for key, value in env.items()]
+    _encode("executable", config.executable or "")
     program = _resolve_program(argv, env, config.executable)
-    cwd = config.working_dir or os.getcwd()
+    program_b = _encode("the program", program)
+    cwd = config.working_dir or _own_directory()
+    cwd_b = _encode(_where(config, cwd), cwd)
     if identity.uid not in (None, 0):
         # The child enters cwd as the user; this check only words the reason.
         problem = enter_problem(identity, cwd)
@@ -196,6 +238,7 @@ def spawn(request: SpawnRequest) -> Process:
 
     theirs: list[int] = []  # the child's ends, closed here once it has them
     outputs: dict[int, int] = {}  # 1, 2 -> circusd's end of a captured pipe
+    started = False
     try:
         stdio = [_stdin(config, request.stdin_fd, theirs)]
         for which, closed, captured in (
@@ -204,10 +247,10 @@ def spawn(request: SpawnRequest) -> Process:
         ):
             stdio.append(_output(which, closed, captured, outputs, theirs))
         pid = _spawn.spawn(
-            os.fsencode(program),
-            [os.fsencode(arg) for arg in argv],
-            [os.fsencode(f"{key}={value}") for key, value in env.items()],
-            os.fsencode(cwd),
+            program_b,
+            argv_b,
+            env_b,
+            cwd_b,
             stdio,
             sorted(set(request.socket_fds.values())),
             -1 if config.umask is None else config.umask,
@@ -222,14 +265,25 @@ def spawn(request: SpawnRequest) -> Process:
             config.no_new_privs,
             config.pdeathsig or 0,
         )
+        started = True
     except OSError as exc:
-        for fd in outputs.values():
-            os.close(fd)
         raise SpawnError(_failure(exc, program, config, cwd), exc.errno) from None
     finally:
         for fd in theirs:
             os.close(fd)
+        if not started:  # whatever went wrong, circusd's ends go too
+            for fd in outputs.values():
+                os.close(fd)
     return Process(pid, request.wid, outputs)
+
+
+def _encode(what: str, text: str) -> bytes:
+    try:
+        return os.fsencode(text)
+    except UnicodeEncodeError as exc:
+        raise SpawnError(
+            f"cannot pass {what} to the program: {exc.reason} in {text!r}"
+        ) from None
 
 
 def _stdin(config: WatcherConfig, socket_fd: int | None, theirs: list[int]) -> int:
@@ -288,6 +342,16 @@ def _rlimit_numbers(config: WatcherConfig) -> dict[int, str]:
     }
 
 
+def _own_directory() -> str:
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        raise SpawnError(
+            "cannot start in circusd's directory: it was removed (set working_dir)",
+            errno.ENOENT,
+        ) from None
+
+
 def _where(config: WatcherConfig, cwd: str) -> str:
     return f"working_dir {cwd}" if config.working_dir else f"circusd's directory {cwd}"
 
@@ -297,6 +361,8 @@ def _failure(exc: OSError, program: str, config: WatcherConfig, cwd: str) -> str
     step = exc.filename
     if step is None:
         return f"cannot start a process: {exc.strerror}"
+    if step == "clone":
+        return f"cannot create a process (clone): {exc.strerror}"
     if step == "exec":
         return f"cannot execute {program}: {exc.strerror}"
     if step == "chdir":

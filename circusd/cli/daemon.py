@@ -112,7 +112,23 @@ def daemonize() -> None:
     os.close(null)
 
 
+def open_standard_fds() -> None:
+    """/dev/null on 0, 1 and 2 where circusd was started with them closed:
+    otherwise the first files circusd opens take those numbers, and children
+    that keep circusd's stdin, stdout or stderr get one of those, or none."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            os.set_inheritable(fd, True)
+
+
 def main(argv: list[str] | None = None) -> None:
+    open_standard_fds()
     args = parse_args(argv)
     from circusd.config.loader import load
 

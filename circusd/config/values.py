@@ -210,6 +210,9 @@ def size(value: Any) -> int:
     return result
 
 
+MAX_RLIMIT = 2**64 - 1  # rlim_t; the kernel reads 2**64 - 1 as unlimited
+
+
 def rlimit(value: Any) -> tuple[int, int]:
     """``soft[:hard]``; empty, "unlimited" or null mean no limit (infinity)."""
     import resource
@@ -221,8 +224,11 @@ def rlimit(value: Any) -> tuple[int, int]:
         ):
             return resource.RLIM_INFINITY
         result = integer(part)
-        if result < 0:
-            raise ValueProblem(f"expected a limit >= 0 or 'unlimited', got {part!r}")
+        if not 0 <= result <= MAX_RLIMIT:
+            raise ValueProblem(
+                f"expected a limit between 0 and {MAX_RLIMIT} or 'unlimited', "
+                f"got {part!r}"
+            )
         return result
 
     if isinstance(value, (list, tuple)) and len(value) == 2:
