@@ -185,6 +185,7 @@ def _reachable(identity: Identity) -> Identity:
 CAP_SETPCAP, CAP_SYS_RESOURCE = 8, 24
 
 
+@functools.cache  # circusd's effective set is fixed once it has started
 def _has_capability(number: int) -> bool:
     """Whether circusd's effective set holds capability ``number``."""
     with open("/proc/self/status") as status:
