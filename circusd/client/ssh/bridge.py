@@ -8,8 +8,8 @@ from any other process is closed unread and logged. Two daemon threads then
 copy bytes between the accepted socket and the channel with full writes
 (sendall), and pass end-of-file on in each direction.
 
-The local half (listener, ZeroMQ socket, copying threads) is made before the
-channel is opened, so that its cost overlaps the channel's round trip.
+The local half (listener, ZeroMQ socket, copying threads) is made while the
+channel is being opened, so that its cost overlaps the channel's round trip.
 """
 
 from __future__ import annotations
@@ -131,27 +131,32 @@ class Pump:
 
 
 class PendingBridge:
-    """The local half of a bridge, made before the channel exists.
+    """The local half of a bridge, made while the SSH channel is being opened.
 
-    ZeroMQ starts connecting (and queues its greeting) and the copying
-    threads start while the SSH channel is being opened.
+    ``prepare`` (run between sending the channel-open request and its answer)
+    makes the listener and the ZeroMQ socket, which starts connecting and
+    queues its greeting, and starts the copying threads.
     """
 
     def __init__(self, context: zmq.Context[Any], kind: int, label: str) -> None:
         self.label = label
-        name = f"circusctl-{os.getpid()}-{secrets.token_hex(16)}"
+        self._context = context
+        self._kind = kind
         self._listener = socket.socket(
             socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC
         )
         self.socket: zmq.Socket[Any] | None = None
         self.pump: Pump | None = None
+
+    def prepare(self) -> None:
+        name = f"circusctl-{os.getpid()}-{secrets.token_hex(16)}"
         try:
             self._listener.bind("\0" + name)
             self._listener.listen(1)
-            self.socket = new_socket(context, kind)
+            self.socket = new_socket(self._context, self._kind)
             self.socket.setsockopt(zmq.RECONNECT_IVL, -1)  # the listener goes
             self.socket.connect(f"ipc://@{name}")
-            self.pump = Pump(label)
+            self.pump = Pump(self.label)
         except BaseException:
             self.abort()
             raise

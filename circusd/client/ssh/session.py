@@ -121,7 +121,7 @@ class SSHSession:
         self.open()
         pending = PendingBridge(context, kind, endpoint.address)
         try:
-            channel = self._open_channel(endpoint, timeout)
+            channel = self._open_channel(endpoint, timeout, pending.prepare)
         except BaseException:
             pending.abort()
             raise
@@ -316,17 +316,17 @@ class SSHSession:
 
     # -- channels ---------------------------------------------------------
 
-    def _open_channel(self, endpoint: Endpoint, timeout: float) -> paramiko.Channel:
+    def _open_channel(
+        self, endpoint: Endpoint, timeout: float, meanwhile: Callable[[], None]
+    ) -> paramiko.Channel:
         transport = self._transports[-1]
         try:
             if endpoint.scheme == "tcp":
-                return transport.open_channel(
-                    "direct-tcpip",
-                    (endpoint.host, endpoint.port),
-                    ("127.0.0.1", 0),
-                    timeout=timeout,
+                return transport.open_tcp_channel(
+                    endpoint.host, endpoint.port, timeout, meanwhile
                 )
-            return transport.open_unix_channel(self._unix_path(endpoint), timeout)
+            path = self._unix_path(endpoint)
+            return transport.open_unix_channel(path, timeout, meanwhile)
         except paramiko.ChannelException as exc:
             raise ChannelRefused(
                 endpoint.address, self._refusal(endpoint, exc)

@@ -8,6 +8,12 @@ the message is sent, by overriding ``Transport._send_user_message``, which is
 not public API: the range of paramiko versions this was tested on is pinned
 in PARAMIKO_TESTED, and tests/ssh checks it against a real sshd.
 
+The same override runs the caller's ``meanwhile`` right after the open
+request has left and before paramiko waits for the answer: the first channel
+of a connection waits about 1.2 ms more than later ones while sshd finishes
+setting up the session after authentication, and the client's own set-up of
+the tunnel (bridge, ZeroMQ socket) fits in that wait instead of adding to it.
+
 The other way, an exec channel running a stdio bridge (socat, nc -U) on the
 remote, was not chosen: it needs that tool and a login shell there, costs a
 process start per connection, breaks when shell start-up files print
@@ -20,6 +26,7 @@ from __future__ import annotations
 import re
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import paramiko
@@ -42,39 +49,91 @@ def streamlocal_supported() -> bool:
 
 
 class TunnelTransport(paramiko.Transport):
-    """A client Transport with ``open_unix_channel``."""
+    """A client Transport with ``open_unix_channel``, and channel opens that
+    run local work while the server answers."""
 
     def __init__(self, sock: Any) -> None:
         super().__init__(sock)
-        self._streamlocal = threading.local()
+        self._opening = threading.local()  # .path, .meanwhile of this thread
 
-    def open_unix_channel(self, path: str, timeout: float) -> paramiko.Channel:
-        """A channel to the unix socket ``path`` on the server.
+    def open_tcp_channel(
+        self,
+        host: str,
+        port: int,
+        timeout: float,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> paramiko.Channel:
+        """A ``direct-tcpip`` channel to ``host:port`` as the server resolves it.
 
-        Raises paramiko.ChannelException when the server refuses it.
+        ``meanwhile`` runs once the open request is sent, before its answer
+        comes. Raises paramiko.ChannelException when the server refuses.
         """
-        self._streamlocal.path = path
+        return self._open(
+            "direct-tcpip", (host, port), None, timeout, meanwhile or _nothing
+        )
+
+    def open_unix_channel(
+        self,
+        path: str,
+        timeout: float,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> paramiko.Channel:
+        """A channel to the unix socket ``path`` on the server; as above."""
+        return self._open(STREAMLOCAL, None, path, timeout, meanwhile or _nothing)
+
+    def _open(
+        self,
+        kind: str,
+        destination: tuple[str, int] | None,
+        path: str | None,
+        timeout: float,
+        meanwhile: Callable[[], None],
+    ) -> paramiko.Channel:
+        outcome: list[BaseException | None] = []
+
+        def run_meanwhile() -> None:
+            try:
+                meanwhile()
+                outcome.append(None)
+            except BaseException as exc:  # raised once the channel is known
+                outcome.append(exc)
+
+        self._opening.path = path
+        self._opening.meanwhile = run_meanwhile
         try:
-            return self.open_channel(STREAMLOCAL, timeout=timeout)
+            source = ("127.0.0.1", 0) if destination is not None else None
+            channel = self.open_channel(kind, destination, source, timeout=timeout)
         finally:
-            self._streamlocal.path = None
+            self._opening.path = self._opening.meanwhile = None
+        if not outcome:  # a paramiko that sent the request some other way
+            run_meanwhile()
+        if outcome[0] is not None:
+            channel.close()
+            raise outcome[0]
+        return channel
 
     def _send_user_message(self, data: Any) -> None:
-        path = getattr(self._streamlocal, "path", None)
-        if path is not None and _is_streamlocal_open(data):
-            self._streamlocal.path = None
+        meanwhile = getattr(self._opening, "meanwhile", None)
+        if meanwhile is None or not _is_channel_open(data):
+            super()._send_user_message(data)
+            return
+        self._opening.meanwhile = None
+        path = self._opening.path
+        if path is not None:
             # socket path, then the reserved string and uint32 (both unused)
             data.add_string(path)
             data.add_string("")
             data.add_int(0)
         super()._send_user_message(data)
+        meanwhile()
 
 
-def _is_streamlocal_open(data: Any) -> bool:
-    if not isinstance(data, Message):
-        return False
-    copy = Message(data.asbytes())
-    return copy.get_byte() == cMSG_CHANNEL_OPEN and copy.get_text() == STREAMLOCAL
+def _nothing() -> None:
+    pass
+
+
+def _is_channel_open(data: Any) -> bool:
+    return isinstance(data, Message) and data.asbytes()[:1] == cMSG_CHANNEL_OPEN
 
 
 class QuickAckSocket(socket.socket):
