@@ -49,6 +49,7 @@ from circusd.client.ssh.transport import (
     PARAMIKO_TESTED,
     TunnelTransport,
     paramiko_version,
+    preferred_ciphers,
     quick_ack,
     streamlocal_supported,
 )
@@ -126,7 +127,7 @@ class SSHSession:
             pending.abort()
             raise
         try:
-            sock, pump = pending.attach(channel, timeout)
+            sock, pump = pending.attach(channel, self._transports[-1], timeout)
         except BaseException:
             channel.close()
             raise
@@ -224,6 +225,7 @@ class SSHSession:
         known = known_keys(host)
         security = transport.get_security_options()
         security.key_types = preferred_key_types(known, list(security.key_types))
+        security.ciphers = preferred_ciphers(list(security.ciphers))
         try:
             transport.start_client(timeout=remaining)
             key = transport.get_remote_server_key()
