@@ -9,7 +9,10 @@ request and a ``list`` request for the one watcher, each on a fresh
 SSHSession, ZeroMQ context and CircusClient, as in a new circusctl process.
 Each tunnelled sample is followed by a direct one (the same steps through
 circusd's default connector), so that drift in the machine's load falls on
-both. Prints one JSON object of samples, in milliseconds.
+both, and by a third login that times how long sshd takes after the login
+before it answers anything (its set-up after authentication). Prints one
+JSON object of samples, in milliseconds, and the reasons of samples that
+failed (the daemon refused or did not answer) and were left out.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import zmq
 
 from circusd.client.control import CircusClient
 from circusd.client.endpoints import Connector, Endpoint, connect_socket
+from circusd.client.errors import CallError
 from circusd.client.ssh import KeyRing, SSHOptions, SSHSession, parse_target
 
 FIELDS = (
@@ -36,6 +40,8 @@ FIELDS = (
     "direct_connect_ms",
     "direct_first_ms",
     "direct_second_ms",
+    "ready_ms",  # login to the answer of a first global request
+    "round_trip_ms",  # a second global request
 )
 
 
@@ -110,6 +116,20 @@ def direct(args: argparse.Namespace) -> dict[str, float]:
     }
 
 
+def server_ready(args: argparse.Namespace, options: SSHOptions) -> dict[str, float]:
+    """Two global requests right after the login: sshd answers the first
+    only once it has set the session up, the second at once."""
+    with SSHSession(parse_target(args.target), options) as session:
+        session.open()
+        transport = session._transports[-1]  # the bench looks inside
+        started = time.perf_counter()
+        transport.global_request("keepalive@openssh.com", wait=True)
+        first = time.perf_counter()
+        transport.global_request("keepalive@openssh.com", wait=True)
+        second = time.perf_counter()
+    return {"ready_ms": first - started, "round_trip_ms": second - first}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ssh-config", required=True)
@@ -123,12 +143,18 @@ def main() -> int:
     args.direct_endpoint = args.direct_endpoint or args.endpoint
     options = SSHOptions(timeout=10.0, config_file=args.ssh_config, keys=KeyRing())
     samples: dict[str, list[float]] = {field: [] for field in FIELDS}
+    failures: list[str] = []
     for number in range(args.warmup + args.samples):
-        figures = {**tunnelled(args, options), **direct(args)}
+        try:
+            figures = {**tunnelled(args, options), **direct(args)}
+        except CallError as exc:
+            failures.append(str(exc))
+            continue
+        figures.update(server_ready(args, options))
         if number >= args.warmup:
             for field, seconds in figures.items():
                 samples[field].append(seconds * 1000)
-    json.dump(samples, sys.stdout)
+    json.dump({"samples": samples, "failures": failures}, sys.stdout)
     return 0
 
 

@@ -5,7 +5,8 @@ suite's recipe) logs root in with a key made for the run and a known_hosts
 entry for its own host key, both named in a private ssh_config. The daemon
 runs one watcher, on an ipc endpoint or on tcp on loopback. bench/ssh_probe.py
 then times, sample by sample, the SSH login, the channel, the requests of
-`circusctl status` and the same requests made directly; and the whole
+`circusctl status` and the same requests made directly, and how long sshd
+takes after the login before it answers anything; and the whole
 `circusctl status` process is run both ways, alternately.
 """
 
@@ -109,17 +110,27 @@ def _probe(config: Path, endpoint: str, samples: int) -> dict[str, Any]:
     if done.returncode != 0:
         tail = " | ".join(done.stderr.strip().splitlines()[-2:])
         raise DaemonError(f"ssh_probe.py exited {done.returncode}: {tail}")
-    figures: dict[str, list[float]] = json.loads(done.stdout)
+    answer = json.loads(done.stdout)
+    figures: dict[str, Any] = answer["samples"]
     figures["tunnel_ms"] = _sums(figures, "channel_ms", "first_ms", "second_ms")
     figures["direct_ms"] = _sums(
         figures, "direct_connect_ms", "direct_first_ms", "direct_second_ms"
     )
     pairs = zip(figures["tunnel_ms"], figures["direct_ms"], strict=True)
     figures["added_ms"] = [tunnel - direct for tunnel, direct in pairs]
+    figures["post_auth_ms"] = _differences(figures, "ready_ms", "round_trip_ms")
+    figures["added_after_ready_ms"] = _differences(figures, "added_ms", "post_auth_ms")
+    figures["failed"] = len(answer["failures"])
+    figures["failures"] = answer["failures"]
     return figures
 
 
-def _sums(figures: dict[str, list[float]], *fields: str) -> list[float]:
+def _differences(figures: dict[str, Any], minuend: str, subtrahend: str) -> list[float]:
+    pairs = zip(figures[minuend], figures[subtrahend], strict=True)
+    return [first - second for first, second in pairs]
+
+
+def _sums(figures: dict[str, Any], *fields: str) -> list[float]:
     columns = [figures[field] for field in fields]
     return [sum(values) for values in zip(*columns, strict=True)]
 
