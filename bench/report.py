@@ -51,6 +51,8 @@ SSH_ROWS = (
     ("added beyond the login, p90", "added_ms", "p90"),
     ("sshd's set-up after the login, median", "post_auth_ms", "median"),
     ("added beyond login and sshd's set-up, median", "added_after_ready_ms", "median"),
+    ("client CPU, tunnelled status after the login, median", "cpu_ms", "median"),
+    ("client CPU, direct status, median", "direct_cpu_ms", "median"),
     ("closing the session, median", "close_ms", "median"),
     ("whole circusctl status over SSH, median", "cli_ssh_ms", "median"),
     ("whole circusctl status direct, median", "cli_direct_ms", "median"),

@@ -37,9 +37,11 @@ FIELDS = (
     "first_ms",  # first request, ZeroMQ handshake included, connector excluded
     "second_ms",  # a later request on the same connection
     "close_ms",  # CircusClient and SSHSession closed
+    "cpu_ms",  # CPU time of this process (all threads), channel to second reply
     "direct_connect_ms",
     "direct_first_ms",
     "direct_second_ms",
+    "direct_cpu_ms",
     "ready_ms",  # login to the answer of a first global request
     "round_trip_ms",  # a second global request
 )
@@ -63,22 +65,29 @@ class Timed:
 
 
 def status_requests(
-    endpoint: str, watcher: str, connect: Timed
-) -> tuple[float, float, Callable[[], None]]:
-    """(first request s, second s, close): what `circusctl status` asks."""
+    endpoint: str, watcher: str, connect: Timed, path: str
+) -> tuple[float, float, float, Callable[[], None]]:
+    """(first request s, second s, CPU s, close): what `circusctl status` asks."""
     context: zmq.Context[Any] = zmq.Context()
     client = CircusClient(endpoint, 10.0, connect=connect, context=context)
+    cpu = time.process_time()
     started = time.perf_counter()
-    client.call("status")
-    first = time.perf_counter()
-    client.call("list", name=watcher)
+    try:
+        client.call("status")
+        first = time.perf_counter()
+        client.call("list", name=watcher)
+    except CallError as exc:
+        client.close()
+        context.term()
+        raise CallError(f"{path}: {exc}") from None
     second = time.perf_counter()
+    cpu = time.process_time() - cpu
 
     def close() -> None:
         client.close()
         context.term()
 
-    return first - started - connect.seconds, second - first, close
+    return first - started - connect.seconds, second - first, cpu, close
 
 
 def tunnelled(args: argparse.Namespace, options: SSHOptions) -> dict[str, float]:
@@ -88,7 +97,9 @@ def tunnelled(args: argparse.Namespace, options: SSHOptions) -> dict[str, float]
     login = time.perf_counter() - started
     connect = Timed(session.connect_socket)
     try:
-        first, second, close = status_requests(args.endpoint, args.watcher, connect)
+        first, second, cpu, close = status_requests(
+            args.endpoint, args.watcher, connect, "tunnelled"
+        )
     except BaseException:
         session.close()
         raise
@@ -102,17 +113,21 @@ def tunnelled(args: argparse.Namespace, options: SSHOptions) -> dict[str, float]
         "first_ms": first,
         "second_ms": second,
         "close_ms": closing,
+        "cpu_ms": cpu,
     }
 
 
 def direct(args: argparse.Namespace) -> dict[str, float]:
     connect = Timed(connect_socket)
-    first, second, close = status_requests(args.direct_endpoint, args.watcher, connect)
+    first, second, cpu, close = status_requests(
+        args.direct_endpoint, args.watcher, connect, "direct"
+    )
     close()
     return {
         "direct_connect_ms": connect.seconds,
         "direct_first_ms": first,
         "direct_second_ms": second,
+        "direct_cpu_ms": cpu,
     }
 
 
