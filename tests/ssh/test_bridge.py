@@ -2,7 +2,8 @@
 
 paramiko's thread writes what the local socket takes at once and queues the
 rest for the downstream thread, which writes it later; the bytes must come
-out in the order the server sent them, whichever path each one took.
+out in the order the server sent them, whichever path each one took. On a
+paramiko outside PARAMIKO_TESTED only the thread writes (ThreadOnly).
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ from circusd.client.ssh.transport import TunnelTransport
 from tests.ssh.conftest import SSHServer
 
 PATTERN = b"".join(number.to_bytes(4, "big") for number in range(2**21))  # 8 MiB
+
+
+class ThreadOnly(TunnelTransport):
+    """A TunnelTransport as on an untested paramiko: data waits in the channel."""
+
+    _channel_handler_table = paramiko.Transport._channel_handler_table
 
 
 def serve_once(path: Path, data: bytes) -> threading.Thread:
@@ -41,12 +48,13 @@ def serve_once(path: Path, data: bytes) -> threading.Thread:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", [TunnelTransport, ThreadOnly])
 def test_bytes_from_the_server_stay_in_order_when_the_reader_lags(
-    sshd: SSHServer, root_key: Path, tmp_path: Path
+    sshd: SSHServer, root_key: Path, tmp_path: Path, kind: type[TunnelTransport]
 ) -> None:
     path = tmp_path / "source.sock"
     server = serve_once(path, PATTERN)
-    transport = TunnelTransport(socket.create_connection(("127.0.0.1", sshd.port)))
+    transport = kind(socket.create_connection(("127.0.0.1", sshd.port)))
     local, reader = socket.socketpair()
     pump = Pump("test")
     try:

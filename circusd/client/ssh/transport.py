@@ -48,7 +48,8 @@ STREAMLOCAL = "direct-streamlocal@openssh.com"
 # packet where AES-CTR needs a separate HMAC as well (measured: about 0.05 ms
 # less per request through the tunnel). The server still has its say.
 AEAD_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
-# [lowest, first untested) versions of paramiko with the same open_channel.
+# [lowest, first untested) versions of paramiko with the same open_channel,
+# channel handler table, and channel buffer and window accounting.
 PARAMIKO_TESTED = ((2, 12), (6, 0))
 
 
@@ -89,10 +90,11 @@ class TunnelTransport(paramiko.Transport):
     """A client Transport with ``open_unix_channel``, channel opens that run
     local work while the server answers, and data handed over as it comes."""
 
-    _channel_handler_table = {
-        **paramiko.Transport._channel_handler_table,
-        MSG_CHANNEL_DATA: _on_data,
-    }
+    if streamlocal_supported():  # the internals below are those tested
+        _channel_handler_table = {
+            **paramiko.Transport._channel_handler_table,
+            MSG_CHANNEL_DATA: _on_data,
+        }
 
     def __init__(self, sock: Any) -> None:
         super().__init__(sock)
@@ -107,7 +109,8 @@ class TunnelTransport(paramiko.Transport):
         The receiver runs in paramiko's thread, must not block, and gets a
         flag that says whether it may send on this transport (``credit``):
         not while keys are being exchanged. Data that came before this call
-        is waiting in the channel.
+        is waiting in the channel, and so is all data on a paramiko outside
+        PARAMIKO_TESTED, where the receiver is never called.
         """
         with self._receivers_lock:
             if receiver is None:
