@@ -63,6 +63,10 @@ def test_bytes_from_the_server_stay_in_order_when_the_reader_lags(
         key = paramiko.Ed25519Key.from_private_key_file(str(root_key))
         transport.auth_publickey("root", key)
         channel = transport.open_unix_channel(str(path), 10)
+        deadline = time.monotonic() + 10
+        while not channel.recv_ready():  # some data waits before the pump starts
+            assert time.monotonic() < deadline, "no data from the server"
+            time.sleep(0.001)
         pump.connect(channel, local, transport)
 
         received = bytearray()

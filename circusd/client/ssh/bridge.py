@@ -81,7 +81,11 @@ class Pump:
         transport: TunnelTransport,
     ) -> None:
         self._channel, self._local = channel, local
-        transport.deliver_to(channel, self.receive)
+        with self._order:
+            transport.deliver_to(channel, self.receive)
+            # Exact: what came before deliver_to is in the channel by now,
+            # and what comes after waits for _order in receive.
+            self._queued = channel.recv_ready()
         self._ready.set()
 
     def receive(self, data: bytes, may_send: bool) -> None:

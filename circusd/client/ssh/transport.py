@@ -151,13 +151,13 @@ class TunnelTransport(paramiko.Transport):
         timeout: float,
         meanwhile: Callable[[], None],
     ) -> paramiko.Channel:
-        outcome: list[BaseException | None] = []
+        outcome: list[Exception | None] = []
 
         def run_meanwhile() -> None:
             try:
                 meanwhile()
                 outcome.append(None)
-            except BaseException as exc:  # raised once the channel is known
+            except Exception as exc:  # raised once the channel is known
                 outcome.append(exc)
 
         self._opening.path = path
