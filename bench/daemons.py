@@ -218,9 +218,12 @@ class CircusDaemon(Daemon):
     kind = "circus"
     has_events = True
     _client: CircusClient | None = None
+    control_port: int | None = None  # set before start: tcp on loopback, not ipc
 
     @property
     def endpoint(self) -> str:
+        if self.control_port is not None:
+            return f"tcp://127.0.0.1:{self.control_port}"
         return f"ipc://{self.directory}/control.sock"
 
     @property

@@ -36,6 +36,28 @@ FLOORS = {
     "output": "`yes | head -c N | cat > file`; CPU is cat's",
 }
 
+# The `ssh` rows of one endpoint kind: (label, field, stat). Times in ms.
+SSH_ROWS = (
+    ("SSH login alone (TCP, kex, host key, auth), median", "login_ms", "median"),
+    ("channel open + local bridge, median", "channel_ms", "median"),
+    ("first request, ZeroMQ handshake included, median", "first_ms", "median"),
+    ("later request, median", "second_ms", "median"),
+    ("tunnelled status after the login, median", "tunnel_ms", "median"),
+    ("direct: connect, median", "direct_connect_ms", "median"),
+    ("direct: first request, median", "direct_first_ms", "median"),
+    ("direct: later request, median", "direct_second_ms", "median"),
+    ("direct status, median", "direct_ms", "median"),
+    ("added beyond the login, median", "added_ms", "median"),
+    ("added beyond the login, p90", "added_ms", "p90"),
+    ("sshd's set-up after the login, median", "post_auth_ms", "median"),
+    ("added beyond login and sshd's set-up, median", "added_after_ready_ms", "median"),
+    ("client CPU, tunnelled status after the login, median", "cpu_ms", "median"),
+    ("client CPU, direct status, median", "direct_cpu_ms", "median"),
+    ("closing the session, median", "close_ms", "median"),
+    ("whole circusctl status over SSH, median", "cli_ssh_ms", "median"),
+    ("whole circusctl status direct, median", "cli_direct_ms", "median"),
+)
+
 
 def rows(args: argparse.Namespace) -> list[Row]:
     only = set(args.only)
@@ -113,6 +135,15 @@ def rows(args: argparse.Namespace) -> list[Row]:
             Row(f"{label}: new process up (s)", cell, "up_s"),
             Row(f"{label}: others restarted", cell, "unchanged_replaced", ratio=False),
         ]
+    if "ssh" in only:
+        for kind in ("ipc", "tcp"):
+            cell = f"ssh.{kind}"
+            found += [
+                Row(f"ssh {kind}: {label} (ms)", cell, field, stat)
+                for label, field, stat in SSH_ROWS
+            ]
+            label = f"ssh {kind}: samples left out (the daemon refused)"
+            found.append(Row(label, cell, "failed", ratio=False))
     return found
 
 
@@ -169,17 +200,24 @@ def summarise(
             }
         )
     errors: dict[tuple[str, str, str], int] = {}
+    skipped: dict[tuple[str, str], str] = {}
     for results in rounds:
         for name, cells in results.items():
             for cell, result in cells.items():
                 if "error" in result:
                     key = (name, cell.split(".")[0], result["error"])
                     errors[key] = errors.get(key, 0) + 1
+                if "skipped" in result:
+                    skipped[(name, cell.split(".")[0])] = result["skipped"]
     return {
         "rows": table_rows,
         "errors": [
             {"daemon": name, "scenario": scenario, "error": text, "count": count}
             for (name, scenario, text), count in errors.items()
+        ],
+        "skipped": [
+            {"daemon": name, "scenario": scenario, "reason": reason}
+            for (name, scenario), reason in skipped.items()
         ],
     }
 
@@ -247,8 +285,8 @@ def table(
         f"{args.rounds} round(s), daemons interleaved. Lower is better everywhere. "
         f"Ratios above 1 mean {reference} is faster or smaller."
     )
-    if floor:
-        used = {row["cell"].split(".")[0] for row in summary["rows"]}
+    used = {row["cell"].split(".")[0] for row in summary["rows"]}
+    if floor and used & FLOORS.keys():
         lines.append("floor:")
         lines += [f"  {s}: {text}" for s, text in FLOORS.items() if s in used]
     if any(
@@ -262,6 +300,9 @@ def table(
             f"error: {error['daemon']} ({error['scenario']}, "
             f"{error['count']} round(s)): {error['error']}"
         )
+    for skip in summary["skipped"]:
+        where = f"{skip['daemon']} ({skip['scenario']})"
+        lines.append(f"skipped: {where}: {skip['reason']}")
     load = about.get("load", {})
     lines.append(
         f"machine: {about['nproc']} CPUs ({about['cpu_model']}), Linux "

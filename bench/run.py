@@ -30,6 +30,7 @@ from typing import Any
 
 import report
 import scenarios
+import tunnel
 from daemons import FLOOR, KINDS, Daemon, binary_of, make_daemon
 
 HERE = Path(__file__).resolve().parent
@@ -45,6 +46,7 @@ SCENARIOS = (
     "output",
     "stop",
     "reload",
+    "ssh",
 )
 PEERS = tuple(name for name in KINDS if name != FLOOR)
 
@@ -84,6 +86,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--watchers", type=int, help="reload: watchers (50)")
     add("--calls", type=int, default=200, help="status: round trips per round (200)")
     add("--cli-runs", type=int, default=5, help="cli: runs per round (5)")
+    add(
+        "--ssh-samples",
+        type=int,
+        default=100,
+        help="ssh: tunnelled and direct status samples per round and endpoint "
+        "(default 100; the whole circusctl process runs --cli-runs times)",
+    )
     add("--idle-seconds", type=float, default=30.0, help="idle: seconds (30)")
     add(
         "--settle",
@@ -134,8 +143,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if min(args.rounds, args.kills, args.fleet, args.watchers) < 1:
-        parser.error("--rounds, --kills, --fleet, --watchers and --n must be 1 or more")
+    if min(args.rounds, args.kills, args.fleet, args.watchers, args.ssh_samples) < 1:
+        parser.error(
+            "--rounds, --kills, --fleet, --watchers, --ssh-samples and --n must be "
+            "1 or more"
+        )
     return args
 
 
@@ -160,6 +172,7 @@ class Group:
     cells: tuple[str, ...]  # what it produces, "scenario.size"
     measure: Callable[[Daemon], scenarios.Cells]
     floor: Callable[[Path], scenarios.Cells] | None = None  # replaces measure
+    daemons: tuple[str, ...] | None = None  # only these take part; None: all
 
     def cells_for(self, kind: type[Daemon]) -> list[str]:
         if kind.kind == FLOOR and self.floor is not None:
@@ -228,7 +241,21 @@ def plan(args: argparse.Namespace) -> list[Group]:
                 lambda d: scenarios.reload(d, args.watchers, args.rest),
             )
         )
+    if "ssh" in only:
+        groups += [
+            Group(
+                f"status over ssh, {kind} endpoint",
+                (f"ssh.{kind}",),
+                _tunnel(kind, args.ssh_samples, args.cli_runs),
+                daemons=("circusd",),
+            )
+            for kind in tunnel.KINDS
+        ]
     return groups
+
+
+def _tunnel(kind: str, samples: int, runs: int) -> Callable[[Daemon], scenarios.Cells]:
+    return lambda daemon: tunnel.measure(daemon, kind, samples, runs)
 
 
 def _start_as(size: int) -> Callable[[Daemon], scenarios.Cells]:
@@ -282,6 +309,8 @@ def run(args: argparse.Namespace, work: Path) -> tuple[Rounds, list[list[float]]
         for group in groups:
             for name in order:
                 if not group.cells_for(KINDS[name][0]):
+                    continue
+                if group.daemons is not None and name not in group.daemons:
                     continue
                 say(f"round {number + 1}/{args.rounds}: {name}: {group.title}")
                 results[name].update(run_group(name, group, work))
@@ -411,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
             sys.exit(f"run.py: --circusd-ref: no commit {args.circusd_ref!r} in {REPO}")
         os.environ["CIRCUSD_BIN"] = str(export_circusd(commit, work))
+        os.environ["CIRCUSD_PYTHONPATH"] = str(work / "circusd-src")  # ssh_probe
         source = f"commit {commit}"
     else:
         dirty = git("status", "--porcelain", "--", "circusd")

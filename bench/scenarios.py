@@ -281,7 +281,9 @@ def cli(daemon: Daemon, argv: list[str], runs: int) -> dict[str, Any]:
     return {"latency_ms": times}
 
 
-def run_cli(daemon: Daemon, argv: list[str]) -> tuple[float, str]:
+def run_cli(
+    daemon: Daemon, argv: list[str], env: dict[str, str] | None = None
+) -> tuple[float, str]:
     started = time.perf_counter()
     try:
         done = subprocess.run(
@@ -290,6 +292,7 @@ def run_cli(daemon: Daemon, argv: list[str]) -> tuple[float, str]:
             capture_output=True,
             timeout=CLI_TIMEOUT,
             cwd=daemon.directory,
+            env=env,
         )
     except subprocess.TimeoutExpired as error:
         raise DaemonError(

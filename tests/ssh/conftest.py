@@ -1,7 +1,7 @@
 """A real OpenSSH server on loopback, clients with their own ~/.ssh, and
 circusd daemons behind it.
 
-The sshd runs as root (it must, to log in more than one user) with
+The sshd (tests/ssh/sshd.py, which the bench shares) runs as root with
 everything in a private directory: its own host key, sshd_config,
 authorized_keys per user, a port above 1024 on 127.0.0.1 only, and its log.
 Each test gets a client home (HOME) with a known_hosts that trusts that
@@ -11,7 +11,6 @@ that HOME and no ssh-agent unless a test starts one.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import shutil
@@ -19,72 +18,25 @@ import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
 import pytest
 
 from tests.conftest import READY_TIMEOUT, Daemon, write_config
+from tests.ssh.sshd import SSHD, SSHServer, free_port, keygen, start_sshd
 
-SSHD = Path("/usr/sbin/sshd")
-SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
 CIRCUSCTL = Path(sys.executable).with_name("circusctl")
 CIRCUSD = [sys.executable, "-m", "circusd.cli.daemon"]
 RUN_TIMEOUT = 60.0
 
 
-def keygen(path: Path, passphrase: str = "", kind: str = "ed25519") -> str:
-    """A new key pair at ``path``; returns the public line ``TYPE BASE64``."""
-    subprocess.run(
-        [SSH_KEYGEN, "-q", "-t", kind, "-N", passphrase, "-C", "", "-f", str(path)],
-        check=True,
-        capture_output=True,
-    )
-    return " ".join(path.with_suffix(".pub").read_text().split()[:2])
-
-
-@dataclass
-class SSHServer:
-    directory: Path
-    port: int
-    host_public: str  # "ssh-ed25519 AAAA..."
-    process: subprocess.Popen[bytes]
-
-    @property
-    def log(self) -> str:
-        return (self.directory / "sshd.log").read_text(errors="replace")
-
-    @property
-    def known_hosts_line(self) -> str:
-        return f"[127.0.0.1]:{self.port} {self.host_public}\n"
-
-    def authorize(self, user: str, public: str) -> None:
-        path = self.directory / "authorized" / user
-        with path.open("a") as stream:
-            stream.write(public + "\n")
-        path.chmod(0o644)
-
-    def connections(self) -> list[psutil.Process]:
-        """sshd's per-connection processes (one per client connection)."""
-        with contextlib.suppress(psutil.NoSuchProcess):
-            return psutil.Process(self.process.pid).children()
-        return []
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def free_tcp_port() -> Callable[[], int]:
-    return _free_port
+    return free_port
 
 
 @pytest.fixture(scope="session")
@@ -94,47 +46,13 @@ def sshd() -> Iterator[SSHServer]:
     if not SSHD.exists():
         pytest.skip("sshd is missing: apt-get install openssh-server")
     directory = Path(tempfile.mkdtemp(prefix="cdssh-", dir="/tmp"))
-    directory.chmod(0o755)
-    (directory / "authorized").mkdir(mode=0o755)
-    host_public = keygen(directory / "host_ed25519")
-    port = _free_port()
-    config = directory / "sshd_config"
-    config.write_text(
-        textwrap.dedent(f"""\
-            Port {port}
-            ListenAddress 127.0.0.1
-            HostKey {directory}/host_ed25519
-            PidFile none
-            AuthorizedKeysFile {directory}/authorized/%u
-            UsePAM no
-            StrictModes no
-            PermitRootLogin prohibit-password
-            PasswordAuthentication no
-            KbdInteractiveAuthentication no
-            AllowTcpForwarding yes
-            AllowStreamLocalForwarding yes
-            MaxStartups 100
-            LogLevel VERBOSE
-            """)
-    )
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation
-    with (directory / "sshd.log").open("wb") as log:
-        process = subprocess.Popen(
-            [str(SSHD), "-D", "-e", "-f", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = SSHServer(directory, port, host_public, process)
-    deadline = time.monotonic() + 10
-    while "Server listening" not in server.log:
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"sshd did not start:\n{server.log}")
-        time.sleep(0.02)
+    try:
+        server = start_sshd(directory)
+    except RuntimeError as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise AssertionError(str(exc)) from None
     yield server
-    process.terminate()
-    process.wait(10)
+    server.stop()
     shutil.rmtree(directory, ignore_errors=True)
 
 

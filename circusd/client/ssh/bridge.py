@@ -4,12 +4,12 @@ ZeroMQ cannot adopt a connected file descriptor, so it connects to a unix
 socket in Linux's abstract namespace: no file is created, so nothing is left
 behind even after a kill -9. The listener lives only until its first
 connection from this very process (SO_PEERCRED pid) is accepted; a connection
-from any other process is closed unread and logged. Two daemon threads then
-copy bytes between the accepted socket and the channel with full writes
-(sendall), and pass end-of-file on in each direction.
+from any other process is closed unread and logged. Bytes are then copied
+between the accepted socket and the channel (see Pump), and end-of-file is
+passed on in each direction.
 
-The local half (listener, ZeroMQ socket, copying threads) is made before the
-channel is opened, so that its cost overlaps the channel's round trip.
+The local half (listener, ZeroMQ socket, copying threads) is made while the
+channel is being opened, so that its cost overlaps the channel's round trip.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import zmq
 
 from circusd.client.endpoints import new_socket
 from circusd.client.ssh.errors import SSHError
+from circusd.client.ssh.transport import TunnelTransport, credit, hold
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,12 @@ _COPY_ERRORS = (OSError, EOFError, paramiko.SSHException)
 
 class Pump:
     """Copies bytes both ways between a channel and a local socket.
+
+    To the server, a thread reads the local socket and sends on the channel.
+    From the server, paramiko's own thread gives every message to
+    ``receive``, which writes it to the local socket at once if that does
+    not block and nothing is queued before it; the rest is queued in the
+    channel, and a second thread writes it out, in order, with a full write.
 
     The threads start at once and wait for ``connect``; ``close`` (or
     ``connect`` never coming) ends them.
@@ -51,6 +58,11 @@ class Pump:
         self._ready = threading.Event()
         self._lock = threading.Lock()
         self._open_directions = 2
+        # Guards the local socket's writes from paramiko's thread: _queued is
+        # True while data waits in the channel for the downstream thread.
+        self._order = threading.Lock()
+        self._queued = True
+        self._direct = True
         self._threads = [
             threading.Thread(
                 target=self._upstream, name=f"ssh-up {label}", daemon=True
@@ -62,9 +74,35 @@ class Pump:
         for thread in self._threads:
             thread.start()
 
-    def connect(self, channel: paramiko.Channel, local: socket.socket) -> None:
+    def connect(
+        self,
+        channel: paramiko.Channel,
+        local: socket.socket,
+        transport: TunnelTransport,
+    ) -> None:
         self._channel, self._local = channel, local
+        with self._order:
+            transport.deliver_to(channel, self.receive)
+            # Exact: what came before deliver_to is in the channel by now,
+            # and what comes after waits for _order in receive.
+            self._queued = channel.recv_ready()
         self._ready.set()
+
+    def receive(self, data: bytes, may_send: bool) -> None:
+        """In paramiko's thread: ``data`` from the server, for ZeroMQ."""
+        assert self._channel is not None and self._local is not None
+        with self._order:
+            taken = 0
+            if may_send and self._direct and not self._queued:
+                try:
+                    taken = self._local.send(data, socket.MSG_DONTWAIT)
+                except OSError:  # full, or broken: the thread will tell
+                    taken = 0
+            if taken:
+                credit(self._channel, taken)
+            if taken < len(data):
+                self._queued = True
+                hold(self._channel, data[taken:])
 
     def _upstream(self) -> None:
         self._ready.wait()
@@ -88,6 +126,8 @@ class Pump:
         try:
             while data := channel.recv(CHUNK):
                 local.sendall(data)
+                with self._order:
+                    self._queued = channel.recv_ready()
             local.shutdown(socket.SHUT_WR)
         except _COPY_ERRORS as exc:
             self._failed("from the server", exc)
@@ -105,8 +145,19 @@ class Pump:
             self._open_directions -= 1
             last = self._open_directions == 0
         if last and self._channel is not None and self._local is not None:
+            self._stop_direct()
             self._channel.close()
             self._local.close()
+
+    def _stop_direct(self) -> None:
+        """No more writes from paramiko's thread (before the socket closes)."""
+        with self._order:
+            self._direct = False
+        channel = self._channel
+        if channel is not None:
+            transport = channel.get_transport()
+            if isinstance(transport, TunnelTransport):
+                transport.deliver_to(channel, None)
 
     def _shut(self) -> None:
         # Wakes both copying threads: recv on either side then returns b"".
@@ -127,37 +178,43 @@ class Pump:
             if thread.is_alive() and thread is not threading.current_thread():
                 thread.join(max(deadline - time.monotonic(), 0))
         if self._local is not None:
+            self._stop_direct()
             self._local.close()
 
 
 class PendingBridge:
-    """The local half of a bridge, made before the channel exists.
+    """The local half of a bridge, made while the SSH channel is being opened.
 
-    ZeroMQ starts connecting (and queues its greeting) and the copying
-    threads start while the SSH channel is being opened.
+    ``prepare`` (run between sending the channel-open request and its answer)
+    makes the listener and the ZeroMQ socket, which starts connecting and
+    queues its greeting, and starts the copying threads.
     """
 
     def __init__(self, context: zmq.Context[Any], kind: int, label: str) -> None:
         self.label = label
-        name = f"circusctl-{os.getpid()}-{secrets.token_hex(16)}"
+        self._context = context
+        self._kind = kind
         self._listener = socket.socket(
             socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC
         )
         self.socket: zmq.Socket[Any] | None = None
         self.pump: Pump | None = None
+
+    def prepare(self) -> None:
+        name = f"circusctl-{os.getpid()}-{secrets.token_hex(16)}"
         try:
             self._listener.bind("\0" + name)
             self._listener.listen(1)
-            self.socket = new_socket(context, kind)
+            self.socket = new_socket(self._context, self._kind)
             self.socket.setsockopt(zmq.RECONNECT_IVL, -1)  # the listener goes
             self.socket.connect(f"ipc://@{name}")
-            self.pump = Pump(label)
+            self.pump = Pump(self.label)
         except BaseException:
             self.abort()
             raise
 
     def attach(
-        self, channel: paramiko.Channel, timeout: float
+        self, channel: paramiko.Channel, transport: TunnelTransport, timeout: float
     ) -> tuple[zmq.Socket[Any], Pump]:
         """Join ZeroMQ's connection to ``channel``; the listener is closed."""
         assert self.socket is not None and self.pump is not None
@@ -167,7 +224,7 @@ class PendingBridge:
             self.abort()
             raise
         self._listener.close()
-        self.pump.connect(channel, local)
+        self.pump.connect(channel, local, transport)
         return self.socket, self.pump
 
     def abort(self) -> None:

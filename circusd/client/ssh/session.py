@@ -49,6 +49,7 @@ from circusd.client.ssh.transport import (
     PARAMIKO_TESTED,
     TunnelTransport,
     paramiko_version,
+    preferred_ciphers,
     quick_ack,
     streamlocal_supported,
 )
@@ -121,12 +122,12 @@ class SSHSession:
         self.open()
         pending = PendingBridge(context, kind, endpoint.address)
         try:
-            channel = self._open_channel(endpoint, timeout)
+            channel = self._open_channel(endpoint, timeout, pending.prepare)
         except BaseException:
             pending.abort()
             raise
         try:
-            sock, pump = pending.attach(channel, timeout)
+            sock, pump = pending.attach(channel, self._transports[-1], timeout)
         except BaseException:
             channel.close()
             raise
@@ -224,6 +225,7 @@ class SSHSession:
         known = known_keys(host)
         security = transport.get_security_options()
         security.key_types = preferred_key_types(known, list(security.key_types))
+        security.ciphers = preferred_ciphers(list(security.ciphers))
         try:
             transport.start_client(timeout=remaining)
             key = transport.get_remote_server_key()
@@ -316,17 +318,17 @@ class SSHSession:
 
     # -- channels ---------------------------------------------------------
 
-    def _open_channel(self, endpoint: Endpoint, timeout: float) -> paramiko.Channel:
+    def _open_channel(
+        self, endpoint: Endpoint, timeout: float, meanwhile: Callable[[], None]
+    ) -> paramiko.Channel:
         transport = self._transports[-1]
         try:
             if endpoint.scheme == "tcp":
-                return transport.open_channel(
-                    "direct-tcpip",
-                    (endpoint.host, endpoint.port),
-                    ("127.0.0.1", 0),
-                    timeout=timeout,
+                return transport.open_tcp_channel(
+                    endpoint.host, endpoint.port, timeout, meanwhile
                 )
-            return transport.open_unix_channel(self._unix_path(endpoint), timeout)
+            path = self._unix_path(endpoint)
+            return transport.open_unix_channel(path, timeout, meanwhile)
         except paramiko.ChannelException as exc:
             raise ChannelRefused(
                 endpoint.address, self._refusal(endpoint, exc)
