@@ -16,7 +16,7 @@ from circusd.config.interpolate import referenced_sockets
 from circusd.config.loader import load
 from circusd.config.model import Config, SocketConfig, WatcherConfig
 from circusd.control.subscribers import SubscriberGate
-from circusd.errors import CommandError, Errno, NotFound
+from circusd.errors import CommandError, ConfigError, Errno, NotFound, ValueProblem
 from circusd.plugin_watchers import PluginWatcher, add_plugins, reload_plugins
 from circusd.pubsub import Publisher
 from circusd.reaper import Reaper
@@ -57,7 +57,17 @@ class Arbiter:
         for sock in self.config.sockets:
             self._add_socket(sock)
         for config in self.config.watchers:
-            self.watchers[config.name.lower()] = Watcher(config, self)
+            try:
+                self.watchers[config.name.lower()] = Watcher(config, self)
+            except ValueProblem as exc:  # a stream class or file, at start
+                path, _, line = config.source.rpartition(":")
+                raise ConfigError(
+                    exc.message,
+                    key=exc.key,
+                    path=path or None,
+                    line=int(line) if line.isdigit() else None,
+                    section=f"watcher:{config.name}",
+                ) from None
         add_plugins(self, self.config.plugins)
         self.reaper.start()
 

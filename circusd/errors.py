@@ -57,7 +57,13 @@ class ConfigError(CircusdError):
 
 
 class ValueProblem(CircusdError):
-    """A value that does not fit its option; the caller adds where it was."""
+    """A value that does not fit its option; the caller adds where it was
+    (``key``, when known, is the option: ``KEY: MESSAGE``)."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(f"{key}: {message}" if key else message)
+        self.message = message
+        self.key = key
 
 
 class CommandError(CircusdError):

@@ -106,9 +106,11 @@ class Watcher:
     def _open_streams(self, config: WatcherConfig) -> dict[int, Stream]:
         streams: dict[int, Stream] = {}
         owner = resolve(config.uid, config.gid)  # new files belong to the watcher
+        key = ""
         try:
             for which, conf in ((1, config.stdout_stream), (2, config.stderr_stream)):
                 if conf:
+                    key = "stdout_stream" if which == 1 else "stderr_stream"
                     # Only the config file can name a custom class: add and
                     # set refuse one before a config gets here.
                     streams[which] = make_stream(
@@ -118,9 +120,9 @@ class Watcher:
             for stream in streams.values():
                 stream.release()
             if isinstance(exc, ValueProblem):
-                raise
+                raise ValueProblem(str(exc), key) from None
             raise ValueProblem(
-                f"cannot open output file {exc.filename}: {exc.strerror}"
+                f"cannot open output file {exc.filename}: {exc.strerror}", key
             ) from None
         return streams
 

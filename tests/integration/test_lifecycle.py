@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -280,6 +281,27 @@ def test_undefined_variable_is_a_config_error(start_daemon, workdir):
     assert daemon.wait_exit(10) == 78
     assert "UNDEFINED_VAR_X" in daemon.output()
     assert "circus.ini:" in daemon.output()
+
+
+def test_stream_class_that_cannot_be_loaded_is_a_config_error_naming_where(
+    start_daemon,
+):
+    daemon = start_daemon(
+        """
+        [watcher:w]
+        cmd = sleep 300
+        stdout_stream.class = no_such_module_x.Stream
+        """,
+        ready=False,
+    )
+    assert daemon.wait_exit(10) == 78  # systemd does not retry a config error
+    (line,) = [
+        line
+        for line in daemon.output().splitlines()
+        if line.startswith("circusd: configuration error:")
+    ]
+    assert re.search(r"circus\.ini:\d+ \[watcher:w\] stdout_stream: cannot load", line)
+    assert "no_such_module_x" in line
 
 
 def test_uid_alone_takes_the_users_groups_and_home(
