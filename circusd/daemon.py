@@ -26,6 +26,7 @@ from circusd.metrics.service import MetricsService
 from circusd.plugin_watchers import connect_address
 from circusd.reaper import become_subreaper
 from circusd.sockets import passed_sockets
+from circusd.streams import console
 from circusd.systemd import ActivatedContext, Systemd, status_line
 
 log = logging.getLogger(__name__)
@@ -309,6 +310,7 @@ class Daemon:
             with contextlib.suppress(OSError):
                 os.unlink(path)
         self.systemd.close()
+        console.flush_all()
 
     def _close(self) -> None:
         if self.arbiter.publisher is not None:

@@ -156,6 +156,7 @@ def start_daemon(workdir: Path) -> Iterator[Callable[..., Daemon]]:
         args: tuple[str, ...] = (),
         ready: bool = True,
         python: str = sys.executable,
+        stdout: int | None = None,  # circusd's stdout, if not its log
     ) -> Daemon:
         config = write_config(workdir, ini)
         notify_path = workdir / "notify.sock"
@@ -169,8 +170,8 @@ def start_daemon(workdir: Path) -> Iterator[Callable[..., Daemon]]:
         with log.open("wb") as output:
             process = subprocess.Popen(
                 [python, *CIRCUSD[1:], str(config), "--log-level", "debug", *args],
-                stdout=output,
-                stderr=subprocess.STDOUT,
+                stdout=output if stdout is None else stdout,
+                stderr=output if stdout is not None else subprocess.STDOUT,
                 env=environment,
                 cwd=workdir,
                 start_new_session=True,

@@ -199,6 +199,40 @@ def test_files_get_the_childs_bytes_and_text_views_replace_what_is_not_utf8(
     assert time.monotonic() - started < 1.0
 
 
+def test_circusds_own_stdout_unread_blocks_neither_children_nor_daemon(
+    start_daemon, workdir
+):
+    """StdoutStream writes to circusd's stdout, which nobody reads here: the
+    child still writes its 4 MB and goes on, circusd answers, the excess is
+    dropped with one log line, and a stop does not hang on it."""
+    done = workdir / "done"
+    read_end, write_end = os.pipe()
+    try:
+        daemon = start_daemon(
+            f"""
+            [watcher:loud]
+            cmd = sh -c 'head -c 4000000 /dev/zero; touch {done}; exec sleep 300'
+            stdout_stream.class = StdoutStream
+
+            [watcher:quiet]
+            cmd = sleep 300
+            """,
+            stdout=write_end,
+        )
+        os.close(write_end)
+        wait_for(done.exists, timeout=10, what="the child")
+        assert daemon.ok("status", name="quiet")["status"] == "active"
+        assert "output dropped fd=1" in daemon.output()
+        started = time.monotonic()
+        daemon.process.terminate()
+        assert daemon.process.wait(10) == 0
+        assert time.monotonic() - started < 6
+    finally:
+        os.close(read_end)
+        with contextlib.suppress(OSError):
+            os.close(write_end)
+
+
 # -- B20 -------------------------------------------------------------------------
 
 
