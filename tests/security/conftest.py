@@ -8,12 +8,14 @@ request "as USER" runs ``zmtp_client.py`` (standard library only) under
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import json
 import os
 import pwd
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import uuid
@@ -24,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ServiceUser
+from tests.conftest import CIRCUSD, READY_TIMEOUT, ServiceUser, wait_for
 
 HERE = Path(__file__).resolve().parent
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -137,3 +139,36 @@ def sent(process: subprocess.Popen[str], timeout: float = 30) -> bool:
     assert process.stdout is not None
     ready, _, _ = select.select([process.stdout], [], [], timeout)
     return bool(ready) and process.stdout.readline().strip() == "sent"
+
+
+@contextlib.contextmanager
+def circusd_as_user(
+    workdir: Path, user: ServiceUser, name: str, watchers: str
+) -> Iterator[str]:
+    """circusd as an ordinary user (uid ``user`` in a user namespace) with
+    ``watchers`` (INI text); yields its endpoint, ipc://WORKDIR/NAME.sock."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is needed")
+    probe = subprocess.run(
+        ["unshare", "--user", f"--map-user={user.uid}", "true"], capture_output=True
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"user namespaces unavailable: {probe.stderr!r}")
+    endpoint = f"ipc://{workdir}/{name}.sock"
+    config = workdir / f"{name}.ini"
+    config.write_text(
+        f"[circus]\nendpoint = {endpoint}\n"
+        f"pubsub_endpoint = ipc://{workdir}/{name}pub.sock\n\n{watchers}"
+    )
+    with (workdir / f"{name}.log").open("wb") as log:
+        process = subprocess.Popen(
+            ["unshare", "--user", f"--map-user={user.uid}",
+             f"--map-group={user.gid}", *CIRCUSD, str(config)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True,
+        )  # fmt: skip
+        try:
+            wait_for(lambda: (workdir / f"{name}.sock").exists(), READY_TIMEOUT)
+            yield endpoint
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(10)

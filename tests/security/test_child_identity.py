@@ -7,14 +7,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.conftest import CIRCUSD, READY_TIMEOUT, ServiceUser, call, wait_for
-from tests.security.conftest import proc_status
+from tests.conftest import ServiceUser, call, wait_for
+from tests.security.conftest import circusd_as_user, proc_status
 
 pytestmark = pytest.mark.root
 
@@ -173,31 +172,15 @@ def test_daemon_that_is_not_root_refuses_another_uid(workdir: Path, owner: Servi
     """circusd running as an ordinary user (here: in a user namespace where
     it is uid `owner`) cannot switch to root: the watcher fails at once with
     the reason, the other watchers run, nothing runs as the wrong user."""
-    if shutil.which("unshare") is None:
-        pytest.skip("unshare (util-linux) is needed")
-    probe = subprocess.run(
-        ["unshare", "--user", f"--map-user={owner.uid}", "true"], capture_output=True
-    )
-    if probe.returncode != 0:
-        pytest.skip(f"user namespaces unavailable: {probe.stderr!r}")
     out = workdir / "b01.uid"
-    config = workdir / "b01.ini"
-    config.write_text(
-        f"[circus]\nendpoint = ipc://{workdir}/b01.sock\n"
-        f"pubsub_endpoint = ipc://{workdir}/b01pub.sock\n\n"
+    with circusd_as_user(
+        workdir,
+        owner,
+        "b01",
         f"[watcher:w]\ncmd = sh -c 'id -u > {out}; exec sleep 300'\nuid = root\n\n"
         f"[watcher:mine]\ncmd = sleep 300\nuid = {owner.name}\n\n"
-        "[watcher:plain]\ncmd = sleep 300\n"
-    )
-    log = (workdir / "b01.log").open("wb")
-    process = subprocess.Popen(
-        ["unshare", "--user", f"--map-user={owner.uid}",
-         f"--map-group={owner.gid}", *CIRCUSD, str(config)],
-        stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True,
-    )  # fmt: skip
-    try:
-        endpoint = f"ipc://{workdir}/b01.sock"
-        wait_for(lambda: (workdir / "b01.sock").exists(), READY_TIMEOUT)
+        "[watcher:plain]\ncmd = sleep 300\n",
+    ) as endpoint:
         status = wait_for(
             lambda: (
                 (s := call(endpoint, "status", name="w"))["status"] == "failed" and s
@@ -210,10 +193,6 @@ def test_daemon_that_is_not_root_refuses_another_uid(workdir: Path, owner: Servi
         assert call(endpoint, "status", name="mine")["status"] == "active"
         assert not out.exists()
         assert call(endpoint, "list", name="w")["pids"] == []
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(10)
-        log.close()
 
 
 def test_program_the_user_may_not_execute_is_refused_with_its_errno(

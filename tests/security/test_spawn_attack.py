@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import psutil
 import pytest
 
 from tests.conftest import CIRCUSD, READY_TIMEOUT, ServiceUser, call, wait_for
-from tests.security.conftest import proc_status
+from tests.security.conftest import circusd_as_user, proc_status
 
 pytestmark = pytest.mark.root
 
@@ -148,32 +147,16 @@ def test_daemon_that_is_not_root_names_the_options_it_cannot_honour(
     plain watchers, and fails at once, with the option named, a watcher
     whose rlimit is above its own hard limit or that narrows the bounding
     set (which needs CAP_SETPCAP)."""
-    if shutil.which("unshare") is None:
-        pytest.skip("unshare (util-linux) is needed")
-    probe = subprocess.run(
-        ["unshare", "--user", f"--map-user={owner.uid}", "true"], capture_output=True
-    )
-    if probe.returncode != 0:
-        pytest.skip(f"user namespaces unavailable: {probe.stderr!r}")
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    endpoint = f"ipc://{workdir}/nr.sock"
-    config = workdir / "nr.ini"
-    config.write_text(
-        f"[circus]\nendpoint = {endpoint}\n"
-        f"pubsub_endpoint = ipc://{workdir}/nrpub.sock\n\n"
+    with circusd_as_user(
+        workdir,
+        owner,
+        "nr",
         f"[watcher:limit]\ncmd = sleep 300\nrlimit_nofile = 64:{hard + 1}\n\n"
         "[watcher:caps]\ncmd = sleep 300\ncapability_bounding_set = kill\n\n"
         "[watcher:lower]\ncmd = sleep 300\nrlimit_nofile = 64:128\n\n"
-        "[watcher:plain]\ncmd = sleep 300\n"
-    )
-    log = (workdir / "nr.log").open("wb")
-    process = subprocess.Popen(
-        ["unshare", "--user", f"--map-user={owner.uid}",
-         f"--map-group={owner.gid}", *CIRCUSD, str(config)],
-        stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True,
-    )  # fmt: skip
-    try:
-        wait_for(lambda: (workdir / "nr.sock").exists(), READY_TIMEOUT)
+        "[watcher:plain]\ncmd = sleep 300\n",
+    ) as endpoint:
 
         def failed(name: str) -> str:
             status = wait_for(
@@ -194,10 +177,6 @@ def test_daemon_that_is_not_root_names_the_options_it_cannot_honour(
         for name in ("plain", "lower"):
             assert call(endpoint, "status", name=name)["status"] == "active"
             assert len(call(endpoint, "list", name=name)["pids"]) == 1
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(10)
-        log.close()
 
 
 PIDS_CGROUP = Path("/sys/fs/cgroup/pids")
