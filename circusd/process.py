@@ -224,7 +224,6 @@ def spawn(request: SpawnRequest) -> Process:
     # fails here, with its name, and leaves nothing behind.
     argv_b = [_encode(f"argument {i}", arg) for i, arg in enumerate(argv)]
     env_b = [_encode(f"env {key}", f"{key}={value}") for key, value in env.items()]
-    _encode("executable", config.executable or "")
     program = _resolve_program(argv, env, config.executable)
     program_b = _encode("the program", program)
     cwd = config.working_dir or _own_directory()
