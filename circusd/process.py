@@ -267,7 +267,9 @@ def spawn(request: SpawnRequest) -> Process:
         )
         started = True
     except OSError as exc:
-        raise SpawnError(_failure(exc, program, config, cwd), exc.errno) from None
+        raise SpawnError(
+            _failure(exc, program, config, cwd, identity), exc.errno
+        ) from None
     finally:
         for fd in theirs:
             os.close(fd)
@@ -356,9 +358,18 @@ def _where(config: WatcherConfig, cwd: str) -> str:
     return f"working_dir {cwd}" if config.working_dir else f"circusd's directory {cwd}"
 
 
-def _failure(exc: OSError, program: str, config: WatcherConfig, cwd: str) -> str:
+def _failure(
+    exc: OSError, program: str, config: WatcherConfig, cwd: str, identity: Identity
+) -> str:
     """A failed step of the child's set-up, in words."""
     step = exc.filename
+    ids = {
+        "setuid": f"uid {identity.uid}",
+        "setgid": f"gid {identity.gid}",
+        "setgroups": f"groups {identity.groups}",
+    }
+    if step in ids:
+        return f"cannot switch to {ids[step]}: {exc.strerror}"
     if step is None:
         return f"cannot start a process: {exc.strerror}"
     if step == "clone":
