@@ -50,7 +50,7 @@ class HostFeed(threading.Thread):
         self.problem: str | None = None  # why this host shows nothing
         self.code = 0
         self.lock = threading.Lock()
-        self._stop = stop
+        self._stopping = stop
 
     def run(self) -> None:
         try:
@@ -58,10 +58,10 @@ class HostFeed(threading.Thread):
             with click.Context(click.Command("top"), obj=self.settings):
                 self._follow()
         except Failure as exc:
-            if not self._stop.is_set():
+            if not self._stopping.is_set():
                 self.problem, self.code = exc.message, exc.exit_code
         except zmq.ZMQError as exc:  # ETERM once stopped
-            if not self._stop.is_set():
+            if not self._stopping.is_set():
                 self.problem, self.code = f"stats stream: {exc}", EXIT_FAILURE
 
     def _follow(self) -> None:
@@ -71,7 +71,7 @@ class HostFeed(threading.Thread):
         self.endpoint = endpoint
         try:
             next_status = time.monotonic()
-            while not self._stop.is_set():
+            while not self._stopping.is_set():
                 wait = max(0.0, next_status - time.monotonic())
                 if stream.poll(int(wait * 1000)):
                     with self.lock:
@@ -88,15 +88,17 @@ class HostFeed(threading.Thread):
         with self.lock:
             if self.problem is not None:
                 return {"error": self.problem}
+            if not self.endpoint:
+                return {"notice": "connecting"}
             return self.view.data(self.statuses)
 
     def lines(self, sort: str, reverse: bool, now: float) -> list[str]:
         with self.lock:
             if self.problem is not None:
-                return [f"{self.label}: {self.problem}"]
+                return [f"error: {self.problem}"]
             self.view.expire(now)
             if not self.endpoint:
-                return [f"{self.label}: connecting"]
+                return ["connecting"]
             notice = stream_notice(self.view, self.endpoint, now)
             table = self.view.table(self.statuses, sort, reverse)
             return [notice, *table] if notice else table
