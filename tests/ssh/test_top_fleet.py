@@ -4,8 +4,10 @@ of them down."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
+import time
 from collections.abc import Callable
 
 import pytest
@@ -186,3 +188,41 @@ def test_ctrl_c_ends_top_on_every_host(
         timeout=5,
         what="both sshd sessions to end",
     )
+
+
+def test_a_daemon_that_stops_answering_does_not_hold_back_the_others(
+    client: Client, start_fleet: Callable[[int, str], list[Daemon]]
+) -> None:
+    fleet = start_fleet(2, WITH_STATS)
+    live, frozen = labels(client, fleet)
+    top = client.popen(
+        "--ssh-hosts", str(hosts_file(client, fleet)), "--ssh-keyfile",
+        str(client.key), "--timeout", str(TIMEOUT), "--json", "top",
+    )  # fmt: skip
+    assert top.stdout is not None
+    wait_for(
+        lambda: "watchers" in json.loads(top.stdout.readline())["hosts"][frozen],
+        timeout=30,
+        what="the second host's watchers in a frame",
+    )
+
+    fleet[1].process.send_signal(signal.SIGSTOP)
+    try:
+        arrivals, frames = [], []
+        while not frames or "error" not in frames[-1][frozen]:
+            frames.append(json.loads(top.stdout.readline())["hosts"])
+            arrivals.append(time.monotonic())
+            assert len(frames) < 3 * TIMEOUT, frames[-1][frozen]
+    finally:
+        fleet[1].process.send_signal(signal.SIGCONT)
+    top.send_signal(signal.SIGINT)
+    _, err = top.communicate(timeout=10)
+
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    assert max(gaps) < 1.5, gaps
+    assert all(frame[live]["watchers"]["sleeper"]["processes"] for frame in frames)
+    assert "no reply within 3 s" in frames[-1][frozen]["error"]
+    assert top.returncode == 1
+    assert err.splitlines() == [
+        f"circusctl: error: 1 of 2 hosts failed: {frozen} (exit 1)"
+    ]
