@@ -233,7 +233,7 @@ def usage_error(message: str) -> NoReturn:
     help="Reach the endpoint through SSH on this host (ipc paths and tcp "
     "addresses are then those of the remote host). Repeat it to run the "
     "command on several hosts in parallel, each line of output prefixed "
-    "with its host. See docs/remote.md.",
+    "with its host (top: one screen, a section per host). See docs/remote.md.",
 )
 @option(
     "--ssh-hosts",

@@ -6,7 +6,7 @@ the screen is drawn again from what the stream said (``topview``) and the
 watchers' states (one ``status`` call). On a terminal it takes the whole
 screen (plain ANSI sequences, the alternate screen) and reads single keys;
 otherwise it prints one plain frame per second, or one JSON object per line
-with ``--json``.
+with ``--json``. Several hosts share one screen (``cli.topfleet``).
 """
 
 from __future__ import annotations
@@ -265,7 +265,11 @@ def top(settings: Settings, sort: str, reverse: bool, iterations: int | None) ->
     and redraws once a second: one line per watcher (status, summed CPU %
     and memory, oldest age) and one per process. On a terminal it fills the
     screen; otherwise it prints one frame per second, or with --json one
-    JSON object per line. Works over --ssh (one host).
+    JSON object per line. Works over --ssh; with several hosts (--ssh more
+    than once, or --ssh-hosts) one screen shows a section per host, and a
+    host that fails shows its error there while the others go on; with
+    --json each line is then {"time": ..., "hosts": {HOST: ...}}. The exit
+    code is 1 (or the code the failed hosts share) if a host had failed.
     """
     if settings.fleet is not None:
         from circusd.cli.topfleet import top_fleet
