@@ -20,7 +20,7 @@ import click
 import zmq
 
 from circusd.cli import remote
-from circusd.cli.circusctl import EXIT_FAILURE, Failure, Settings, for_host
+from circusd.cli.circusctl import Settings, for_host, guarded
 from circusd.cli.top import (
     PERIOD,
     Terminal,
@@ -53,36 +53,39 @@ class HostFeed(threading.Thread):
         self._stopping = stop
 
     def run(self) -> None:
-        try:
-            # settings.client() ties its socket's closing to a click context.
-            with click.Context(click.Command("top"), obj=self.settings):
-                self._follow()
-        except Failure as exc:
-            if not self._stopping.is_set():
-                self.problem, self.code = exc.message, exc.exit_code
-        except zmq.ZMQError as exc:  # ETERM once stopped
-            if not self._stopping.is_set():
-                self.problem, self.code = f"stats stream: {exc}", EXIT_FAILURE
+        code = guarded(self._follow, self._fail)
+        if not self._stopping.is_set():
+            self.code = code
+
+    def _fail(self, message: str) -> None:
+        if not self._stopping.is_set():  # else: an effect of closing
+            self.problem = message.removeprefix("circusctl: error: ")
 
     def _follow(self) -> None:
-        endpoint = stats_endpoint(self.settings)
-        assert self.settings.context is not None
-        stream = open_stream(self.settings, endpoint, self.settings.context)
-        self.endpoint = endpoint
-        try:
-            next_status = time.monotonic()
-            while not self._stopping.is_set():
-                wait = max(0.0, next_status - time.monotonic())
-                if stream.poll(int(wait * 1000)):
-                    with self.lock:
-                        receive(stream, self.view)
-                if time.monotonic() >= next_status:
-                    statuses = ask_statuses(self.settings)
-                    with self.lock:
-                        self.statuses = statuses
-                    next_status = max(next_status + PERIOD, time.monotonic())
-        finally:
-            stream.close(linger=0)
+        # settings.client() ties its socket's closing to a click context.
+        with click.Context(click.Command("top"), obj=self.settings):
+            endpoint = stats_endpoint(self.settings)
+            assert self.settings.context is not None
+            stream = open_stream(self.settings, endpoint, self.settings.context)
+            self.endpoint = endpoint
+            try:
+                self._read(stream)
+            finally:
+                stream.close(linger=0)
+
+    def _read(self, stream: zmq.Socket[Any]) -> None:
+        """The stream as it comes, and ``status`` once a second, until stopped."""
+        next_status = time.monotonic()
+        while not self._stopping.is_set():
+            wait = max(0.0, next_status - time.monotonic())
+            if stream.poll(int(wait * 1000)):
+                with self.lock:
+                    receive(stream, self.view)
+            if time.monotonic() >= next_status:
+                statuses = ask_statuses(self.settings)
+                with self.lock:
+                    self.statuses = statuses
+                next_status = max(next_status + PERIOD, time.monotonic())
 
     def data(self) -> dict[str, Any]:
         with self.lock:
