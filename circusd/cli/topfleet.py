@@ -56,6 +56,7 @@ class HostFeed(threading.Thread):
         code = guarded(self._follow, self._fail)
         if not self._stopping.is_set():
             self.code = code
+        self._close_session()  # a failed host lets go of its connection at once
 
     def _fail(self, message: str) -> None:
         if not self._stopping.is_set():  # else: an effect of closing
@@ -71,7 +72,14 @@ class HostFeed(threading.Thread):
             try:
                 self._read(stream)
             finally:
+                # The tunnels first: one still copying into a closed socket
+                # would log that it broke.
+                self._close_session()
                 stream.close(linger=0)
+
+    def _close_session(self) -> None:
+        if self.settings.session is not None:
+            self.settings.session.close()
 
     def _read(self, stream: zmq.Socket[Any]) -> None:
         """The stream as it comes, and ``status`` once a second, until stopped."""
