@@ -123,6 +123,8 @@ class Settings:
     output: remote.Output = field(default_factory=remote.Output)
     session: SSHSession | None = None
     hint: str | None = None  # said after a timeout
+    # Several hosts for a command that shows them itself (top), not fanned out.
+    fleet: tuple[list[remote.Host], SSHOptions] | None = None
     _client: CircusClient | None = field(default=None, repr=False)
 
     def client(self) -> CircusClient:
@@ -231,7 +233,7 @@ def usage_error(message: str) -> NoReturn:
     help="Reach the endpoint through SSH on this host (ipc paths and tcp "
     "addresses are then those of the remote host). Repeat it to run the "
     "command on several hosts in parallel, each line of output prefixed "
-    "with its host. See docs/remote.md.",
+    "with its host (top: one screen, a section per host). See docs/remote.md.",
 )
 @option(
     "--ssh-hosts",
@@ -334,6 +336,9 @@ def cli(
         settings.connect = session.connect_socket
         settings.session = session
         return
+    if ctx.invoked_subcommand == "top":  # one live view of every host
+        settings.fleet = (hosts, options)
+        return
     ctx.exit(_fan_out(ctx, settings, hosts, options))
 
 
@@ -357,6 +362,25 @@ def _use_curve(
     settings.hint = curve.HINT
 
 
+def for_host(
+    settings: Settings,
+    host: remote.Host,
+    session: SSHSession,
+    context: zmq.Context[Any],
+    output: remote.Output,
+) -> Settings:
+    """The settings of one host of many: its endpoint, through its session."""
+    return replace(
+        settings,
+        endpoint=host.endpoint or settings.endpoint,
+        connect=session.connect_socket,
+        context=context,
+        output=output,
+        session=session,
+        fleet=None,
+    )
+
+
 def _fan_out(
     ctx: click.Context,
     settings: Settings,
@@ -378,14 +402,7 @@ def _fan_out(
         output: remote.Output,
         context: zmq.Context[Any],
     ) -> int:
-        host_settings = replace(
-            settings,
-            endpoint=host.endpoint or settings.endpoint,
-            connect=session.connect_socket,
-            context=context,
-            output=output,
-            session=session,
-        )
+        host_settings = for_host(settings, host, session, context, output)
 
         def invoke() -> Any:
             sub = command.make_context(name, list(args), parent=ctx, obj=host_settings)

@@ -214,13 +214,13 @@ def fan_out(
             thread.join()
     except KeyboardInterrupt:
         muted.set()
-        _stop(sessions, context, threads)
+        stop(sessions, context, threads)
         return interrupted_code
     context.term()
-    return _summary(hosts, [codes.get(i, EXIT_FAILURE) for i in range(len(hosts))])
+    return summary(hosts, [codes.get(i, EXIT_FAILURE) for i in range(len(hosts))])
 
 
-def _stop(
+def stop(
     sessions: Sequence[SSHSession],
     context: zmq.Context[Any],
     threads: Sequence[threading.Thread],
@@ -235,7 +235,7 @@ def _stop(
         thread.join(0.1)
 
 
-def _summary(hosts: Sequence[Host], codes: Sequence[int]) -> int:
+def summary(hosts: Sequence[Host], codes: Sequence[int]) -> int:
     failed = [(host, code) for host, code in zip(hosts, codes, strict=True) if code]
     if not failed:
         return 0

@@ -6,7 +6,7 @@ the screen is drawn again from what the stream said (``topview``) and the
 watchers' states (one ``status`` call). On a terminal it takes the whole
 screen (plain ANSI sequences, the alternate screen) and reads single keys;
 otherwise it prints one plain frame per second, or one JSON object per line
-with ``--json``.
+with ``--json``. Several hosts share one screen (``cli.topfleet``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import zmq
 
 from circusd.cli import remote
 from circusd.cli.circusctl import (
-    EXIT_USAGE,
     Failure,
     Settings,
     call,
@@ -91,10 +90,13 @@ class Terminal:
 
 
 class TopLoop:
+    """Draws once a second and reads keys; with a stream, also reads it (one
+    daemon). ``FleetLoop`` (cli.topfleet) draws several hosts instead."""
+
     def __init__(
         self,
         settings: Settings,
-        stream: zmq.Socket[Any],
+        stream: zmq.Socket[Any] | None,
         endpoint: str,
         terminal: Terminal,
         sort: str,
@@ -111,7 +113,8 @@ class TopLoop:
 
     def run(self, iterations: int | None) -> None:
         poller = zmq.Poller()
-        poller.register(self.stream, zmq.POLLIN)
+        if self.stream is not None:
+            poller.register(self.stream, zmq.POLLIN)
         if self.terminal.keys_fd is not None:
             poller.register(self.terminal.keys_fd, zmq.POLLIN)
         next_paint = time.monotonic() + PERIOD
@@ -119,9 +122,9 @@ class TopLoop:
         while True:
             wait = max(0.0, next_paint - time.monotonic())
             events = dict(poller.poll(int(wait * 1000)))
-            if self.stream in events:
+            if self.stream is not None and self.stream in events:
                 first = self.view.last_message is None
-                self._receive()
+                receive(self.stream, self.view)
                 if first and self.view.last_message is not None:
                     # Show the first data soon, once the rest of its second
                     # (sent as it is sampled, watcher by watcher) is in.
@@ -137,22 +140,6 @@ class TopLoop:
                     return
                 next_paint = max(next_paint + PERIOD, time.monotonic())
 
-    def _receive(self) -> None:
-        now = time.monotonic()
-        while True:
-            try:
-                frames = self.stream.recv_multipart(flags=zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if len(frames) != 2:
-                continue
-            try:
-                data = json.loads(frames[1])
-            except ValueError:
-                continue
-            if isinstance(data, dict):
-                self.view.add(frames[0].decode(errors="replace"), data, now)
-
     def _keys(self, typed: str) -> bool:
         """Apply key presses; False to quit."""
         for key in typed.lower():
@@ -166,45 +153,77 @@ class TopLoop:
 
     def _paint(self, ask_status: bool) -> None:
         now = time.monotonic()
-        if ask_status:
-            self.statuses = self._statuses()
-        self.view.expire(now)
+        self._refresh(ask_status, now)
         if self.settings.as_json:
-            data = {"time": time.time(), **self.view.data(self.statuses)}
+            data = {"time": time.time(), **self._data()}
             self.settings.echo(json.dumps(data))
             return
         width, height = self.terminal.size()
         title = f"circusctl top - {self.endpoint} - {time.strftime('%H:%M:%S')}"
-        lines = self.view.frame(
-            self.statuses, self.sort, self.reverse, width, height, title
-        )
-        notice = self._notice(now)
-        if notice:
-            lines.insert(1, notice[:width])
+        lines = self._lines(title, width, height, now)
         if self.terminal.interactive:
             self.terminal.show(lines)
         else:
             self.settings.echo("\n".join([*lines, ""]))
 
-    def _notice(self, now: float) -> str:
-        last = self.view.last_message
-        if last is None:
-            return f"waiting for statistics from {self.endpoint}"
-        if now - last > STALE_AFTER:
-            return f"no statistics for {now - last:.0f}s"
-        return ""
+    def _refresh(self, ask_status: bool, now: float) -> None:
+        if ask_status:
+            self.statuses = ask_statuses(self.settings)
+        self.view.expire(now)
 
-    def _statuses(self) -> dict[str, str]:
+    def _data(self) -> dict[str, Any]:
+        return self.view.data(self.statuses)
+
+    def _lines(self, title: str, width: int, height: int, now: float) -> list[str]:
+        lines = self.view.frame(
+            self.statuses, self.sort, self.reverse, width, height, title
+        )
+        notice = stream_notice(self.view, self.endpoint, now)
+        if notice:
+            lines.insert(1, notice[:width])
+        return lines
+
+
+def receive(stream: zmq.Socket[Any], view: TopView) -> None:
+    """Fold every message waiting on ``stream`` into ``view``."""
+    now = time.monotonic()
+    while True:
         try:
-            reply = self.settings.client().call("status")
-        except ReplyError:
-            return {}  # not allowed to ask: the stream alone is shown
-        except CallError as exc:
-            raise Failure(self.settings.explain(exc)) from None
-        statuses = reply.get("statuses")
-        if not isinstance(statuses, dict):
-            return {}
-        return {str(name): str(state) for name, state in statuses.items()}
+            frames = stream.recv_multipart(flags=zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        if len(frames) != 2:
+            continue
+        try:
+            data = json.loads(frames[1])
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            view.add(frames[0].decode(errors="replace"), data, now)
+
+
+def stream_notice(view: TopView, endpoint: str, now: float) -> str:
+    """Why the screen may be empty or old, or ""."""
+    last = view.last_message
+    if last is None:
+        return f"waiting for statistics from {endpoint}"
+    if now - last > STALE_AFTER:
+        return f"no statistics for {now - last:.0f}s"
+    return ""
+
+
+def ask_statuses(settings: Settings) -> dict[str, str]:
+    """The watchers' states; {} if the daemon does not let us ask."""
+    try:
+        reply = settings.client().call("status")
+    except ReplyError:
+        return {}  # not allowed to ask: the stream alone is shown
+    except CallError as exc:
+        raise Failure(settings.explain(exc)) from None
+    statuses = reply.get("statuses")
+    if not isinstance(statuses, dict):
+        return {}
+    return {str(name): str(state) for name, state in statuses.items()}
 
 
 def stats_endpoint(settings: Settings) -> str:
@@ -246,22 +265,20 @@ def top(settings: Settings, sort: str, reverse: bool, iterations: int | None) ->
     and redraws once a second: one line per watcher (status, summed CPU %
     and memory, oldest age) and one per process. On a terminal it fills the
     screen; otherwise it prints one frame per second, or with --json one
-    JSON object per line. Works over --ssh (one host).
+    JSON object per line. Works over --ssh; with several hosts (--ssh more
+    than once, or --ssh-hosts) one screen shows a section per host, and a
+    host that fails shows its error there while the others go on; with
+    --json each line is then {"time": ..., "hosts": {HOST: ...}}. The exit
+    code is 1 (or the code the failed hosts share) if a host had failed.
     """
-    if isinstance(settings.output, remote.PrefixedOutput):
-        raise Failure("top shows one daemon at a time: give a single --ssh", EXIT_USAGE)
+    if settings.fleet is not None:
+        from circusd.cli.topfleet import top_fleet
+
+        ctx = click.get_current_context()
+        ctx.exit(top_fleet(settings, *settings.fleet, sort, reverse, iterations))
     endpoint = stats_endpoint(settings)
-    context = settings.context or zmq.Context.instance()
+    stream = open_stream(settings, endpoint, settings.context or zmq.Context.instance())
     try:
-        stream = settings.connect(
-            context, zmq.SUB, parse_endpoint(endpoint), settings.timeout
-        )
-    except InvalidEndpoint as exc:
-        raise Failure(f"stats stream: {exc}") from None
-    except CallError as exc:
-        raise Failure(f"stats stream: {settings.explain(exc)}") from None
-    try:
-        stream.setsockopt(zmq.SUBSCRIBE, b"stat.")
         interactive = sys.stdout.isatty() and not settings.as_json
         with Terminal(interactive) as terminal:
             loop = TopLoop(settings, stream, endpoint, terminal, sort, reverse)
@@ -270,3 +287,19 @@ def top(settings: Settings, sort: str, reverse: bool, iterations: int | None) ->
         return
     finally:
         stream.close(linger=0)
+
+
+def open_stream(
+    settings: Settings, endpoint: str, context: zmq.Context[Any]
+) -> zmq.Socket[Any]:
+    """A subscriber to the stats stream at ``endpoint``."""
+    try:
+        stream = settings.connect(
+            context, zmq.SUB, parse_endpoint(endpoint), settings.timeout
+        )
+    except InvalidEndpoint as exc:
+        raise Failure(f"stats stream: {exc}") from None
+    except CallError as exc:
+        raise Failure(f"stats stream: {settings.explain(exc)}") from None
+    stream.setsockopt(zmq.SUBSCRIBE, b"stat.")
+    return stream

@@ -7,7 +7,7 @@ touches the terminal or the network. A process not heard of for
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,12 +126,19 @@ class TopView:
     ) -> list[str]:
         """The screen: title, header, a line per watcher then per process;
         ``height`` 0 means no limit."""
-        lines = [title, f"sort: {sort}{' (reversed)' if reverse else ''}   {HELP}", ""]
-        lines.append(
+        lines = [*heading(title, sort, reverse), ""]
+        return fit([*lines, *self.table(statuses, sort, reverse)], width, height)
+
+    def table(
+        self, statuses: Mapping[str, str], sort: str = "cpu", reverse: bool = False
+    ) -> list[str]:
+        """The column headers, a line per watcher then per process, and the
+        sockets: the screen without its title."""
+        lines = [
             _line(
                 "WATCHER/PID", "STATUS", "CPU%", "MEM%", "RSS", "AGE", "USER", "COMMAND"
             )
-        )
+        ]
         groups = []
         for name in self.watcher_names(statuses):
             rows = list(self.processes.get(name.lower(), {}).values())
@@ -175,10 +182,6 @@ class TopView:
             for fd in sorted(self.sockets, key=lambda fd: self.sockets[fd][0]):
                 address, reads, _ = self.sockets[fd]
                 lines.append(_line(f"  {address}", "", "", "", "", "", str(reads), ""))
-        lines = [line[:width].rstrip() for line in lines]
-        if height and len(lines) > height:
-            hidden = len(lines) - height + 1
-            lines = lines[: height - 1] + [f"... {hidden} more lines"]
         return lines
 
     def data(self, statuses: Mapping[str, str]) -> dict[str, Any]:
@@ -207,6 +210,36 @@ class TopView:
             },
             "sockets": {address: reads for address, reads, _ in self.sockets.values()},
         }
+
+
+def heading(title: str, sort: str, reverse: bool) -> list[str]:
+    """The title line and the sort and keys line."""
+    return [title, f"sort: {sort}{' (reversed)' if reverse else ''}   {HELP}"]
+
+
+def fleet_frame(
+    sections: Sequence[tuple[str, list[str]]],
+    sort: str = "cpu",
+    reverse: bool = False,
+    width: int = 100,
+    height: int = 0,
+    title: str = "",
+) -> list[str]:
+    """The screen of several hosts: one heading, then per host its label and
+    its lines (a ``table`` or a notice)."""
+    lines = heading(title, sort, reverse)
+    for label, body in sections:
+        lines += ["", f"== {label} ==", *body]
+    return fit(lines, width, height)
+
+
+def fit(lines: list[str], width: int, height: int) -> list[str]:
+    """Cut to the screen; ``height`` 0 means no limit."""
+    lines = [line[:width].rstrip() for line in lines]
+    if height and len(lines) > height:
+        hidden = len(lines) - height + 1
+        lines = lines[: height - 1] + [f"... {hidden} more lines"]
+    return lines
 
 
 def _total(rows: list[Row], sort: str) -> float:

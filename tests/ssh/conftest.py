@@ -175,6 +175,15 @@ def login_user(
 
 
 @pytest.fixture
+def silent_host() -> Iterator[int]:
+    """A port that accepts TCP connections and never says a word."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
+
+
+@pytest.fixture
 def start_fleet() -> Iterator[Callable[[int, str], list[Daemon]]]:
     """``start_fleet(n, ini)``: n daemons, each in its own directory.
 

@@ -4,9 +4,8 @@ for three hosts (each hosts-file line names its own endpoint)."""
 from __future__ import annotations
 
 import signal
-import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -78,15 +77,6 @@ def test_one_host_down_fails_the_run_but_not_the_others(
         f"circusctl: error: 1 of 3 hosts failed: {labels[1]} (exit 1)"
     )
     assert result.elapsed < TIMEOUT
-
-
-@pytest.fixture
-def silent_host() -> Iterator[int]:
-    """A port that accepts TCP connections and never says a word."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        yield listener.getsockname()[1]
 
 
 def test_a_silent_host_does_not_stall_the_others(
@@ -207,3 +197,23 @@ def test_ctrl_c_ends_listen_on_every_host(
         timeout=5,
         what="both sshd sessions to end",
     )
+
+
+def test_ctrl_c_during_a_handshake_ends_the_run_at_once(
+    client: Client, start_fleet: Callable[[int, str], list[Daemon]], silent_host: int
+) -> None:
+    (daemon,) = start_fleet(1, SLEEPER)
+    command = client.popen(
+        "--ssh", client.target(), "--ssh", f"root@127.0.0.1:{silent_host}",
+        "--ssh-keyfile", str(client.key), "--timeout", "30",
+        "--endpoint", daemon.endpoint, "listen",
+    )  # fmt: skip
+    assert command.stderr is not None
+    assert "listening on" in command.stderr.readline()
+
+    started = time.monotonic()
+    command.send_signal(signal.SIGINT)
+    command.communicate(timeout=20)
+
+    assert command.returncode == 0
+    assert time.monotonic() - started < 5  # not the 30 s handshake timeout

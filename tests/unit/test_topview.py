@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from circusd.cli.topview import STALE_AFTER, TopView, size_bytes
+from circusd.cli.topview import STALE_AFTER, TopView, fleet_frame, size_bytes
 
 
 def process(
@@ -73,3 +73,26 @@ def test_sizes_read_back_from_the_stats_fields() -> None:
     assert size_bytes("1.5K") == 1536
     assert size_bytes("2.0M") == 2 * 1024**2
     assert size_bytes("N/A") == size_bytes(None) == 0
+
+
+def test_a_fleet_frame_has_one_title_and_a_section_per_host() -> None:
+    statuses = {"web": "active", "queue": "active"}
+    table = view().table(statuses, "mem")
+
+    lines = fleet_frame(
+        [("a", table), ("b", ["error: cannot connect"])], "mem", title="top - 2 hosts"
+    )
+
+    single = view().frame(statuses, "mem", title="top - 2 hosts")
+    assert lines[:2] == single[:2]
+    assert lines[2:] == [
+        "", "== a ==", *single[3:], "", "== b ==", "error: cannot connect",
+    ]  # fmt: skip
+    assert lines.count("top - 2 hosts") == 1
+
+
+def test_a_fleet_frame_fits_the_terminal() -> None:
+    lines = fleet_frame([("a", ["x" * 50] * 10)], width=20, height=6)
+
+    assert len(lines) == 6 and lines[-1] == "... 9 more lines"
+    assert max(len(line) for line in lines) <= 20

@@ -82,6 +82,8 @@ class SSHSession:
         self._agents: list[AgentKeys] = []
         self._pumps: list[Pump] = []
         self._closed = False
+        # The TCP socket of a set-up in progress (open() holds the lock).
+        self._connecting: socket.socket | None = None
 
     def __enter__(self) -> SSHSession:
         return self
@@ -148,7 +150,15 @@ class SSHSession:
         return None
 
     def close(self) -> None:
-        """Close every tunnel, then the connection (and its ProxyJump hops)."""
+        """Close every tunnel, then the connection (and its ProxyJump hops).
+
+        A set-up in progress in another thread fails at once, its socket shut.
+        """
+        self._closed = True
+        connecting = self._connecting
+        if connecting is not None:
+            with contextlib.suppress(OSError):
+                connecting.shutdown(socket.SHUT_RDWR)
         with self._lock:
             self._closed = True
             pumps, self._pumps = self._pumps, []
@@ -178,7 +188,13 @@ class SSHSession:
         previous: TunnelTransport | None = None
         for host in chain:
             sock = self._reach(host, previous, deadline)
-            previous = self._start(host, sock, deadline)
+            self._connecting = sock if previous is None else None
+            if self._closed:
+                raise SSHError(f"{self.label}: the session is closed")
+            try:
+                previous = self._start(host, sock, deadline)
+            finally:
+                self._connecting = None
             self._transports.append(previous)
             self._authenticate(host, previous, deadline)
 
