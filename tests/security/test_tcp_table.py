@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from circusd.control.auth import GREETING, TcpPeers, _diag_table, _proc_table
+from circusd.control.auth import TcpPeers
+from circusd.control.tcp_diag import GREETING, _diag_table, _proc_table
 from tests.conftest import ServiceUser
 
 pytestmark = pytest.mark.root
