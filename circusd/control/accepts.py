@@ -11,7 +11,11 @@ lookup instead of a walk of every connection on the host.
 A descriptor may be closed and reused before its report is read. Whoever
 closed it reported that first, so a connection is believed to be what its
 descriptor shows only when no later report names the same descriptor;
-otherwise it is kept as a connection of an unknown user from anywhere.
+otherwise it counts as a connection of an unknown user from anywhere while
+it lives, and not once it is gone: circusctl's reachability probe, which
+connects and closes at once, would otherwise make the real connection
+behind it ambiguous. The reports are read as they come (``TcpPeers.follow``),
+so this concerns only a connection that ends within moments of its accept.
 """
 
 from __future__ import annotations
@@ -122,7 +126,7 @@ class Accepts:
             for i, (new, fd) in enumerate(events):
                 old = self._by_fd.pop(fd, None)
                 if old is not None:
-                    if old.check():
+                    if old.check() and old.connection is not UNSEEN:
                         gone.append(old.connection)
                     old.let_go()
                 if new:

@@ -153,6 +153,7 @@ def test_a_connection_gone_before_it_was_asked_about_makes_nobody_root(
         mallory = run_as(MALLORY.format(port=port, greeting=GREETING))
         assert line(mallory) == "greeted"
         assert server.zap.poll(5000), "no ZAP request for the first connection"
+        server.peers.update()  # circusd reads the monitor's reports as they come
         assert mallory.stdin is not None
         mallory.stdin.write("\n")
         mallory.stdin.flush()
