@@ -15,7 +15,10 @@ otherwise it counts as a connection of an unknown user from anywhere while
 it lives, and not once it is gone: circusctl's reachability probe, which
 connects and closes at once, would otherwise make the real connection
 behind it ambiguous. The reports are read as they come (``TcpPeers.follow``),
-so this concerns only a connection that ends within moments of its accept.
+so this concerns only a connection that ends within moments of its accept;
+but one that sent its greeting and was reset in those moments may still
+have a ZAP request waiting, and the answer to it is then counted against
+another connection of the same address: the one gap left in the counting.
 """
 
 from __future__ import annotations
