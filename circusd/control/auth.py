@@ -438,7 +438,7 @@ async def serve_zap(
             request_id = request[1] if len(request) > 1 else b""
             reply = [b"1.0", request_id, *on_error, b""]
         await zap.send_multipart(reply)
-        if not int(zap.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+        if not await zap.poll(0):  # through pyzmq, which watches the socket too
             settled()
 
 
