@@ -7,8 +7,8 @@ built here, once per connection, from what the kernel says:
 
 - ipc: the peer's uid, gid and pid (SO_PEERCRED), which libzmq passes as
   the ZAP Address ``localhost:UID:GID:PID`` (libzmq 4.3.4 and 4.3.5 alike);
-- tcp from this host: the uid that owns the client's end of the connection
-  in /proc/net/tcp{,6} (see ``TcpPeers``);
+- tcp from this host: the uid that owns the client's end of the connection,
+  which the kernel tells (see ``TcpPeers`` and ``circusd.control.accepts``);
 - CURVE: the client's public key, looked up in ``curve_keys_dir``.
 
 A peer can send properties of its own in its ZMTP greeting, but libzmq never
@@ -21,6 +21,7 @@ silent hang); it refuses only CURVE keys it does not know.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import logging
@@ -29,8 +30,6 @@ import pwd
 import secrets
 import socket
 import stat
-import struct
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -41,6 +40,17 @@ import zmq.auth
 
 from circusd.config.checks import UNIX_PATH_MAX, is_loopback
 from circusd.config.model import CircusConfig
+from circusd.control.accepts import ANY, REMOTE, UNKNOWN, Accepts, Connection, Key
+from circusd.control.tcp_diag import (
+    _CLOSE_WAIT,
+    _ESTABLISHED,
+    GREETING,
+    Address,
+    Lookup,
+    _Entry,
+    _plain,
+    read_tcp_table,
+)
 from circusd.errors import ConfigError
 from circusd.users import group_id
 
@@ -173,176 +183,62 @@ def ipc_peer(address: str) -> Caller:
 
 # -- tcp peers on this host -----------------------------------------------------
 
-_ESTABLISHED, _CLOSE_WAIT = "01", "08"
-Address = tuple[bytes, int]  # packed IPv4 or IPv6 address, port
-
-
-@dataclass(frozen=True)
-class _Entry:
-    local: Address
-    remote: Address
-    state: str
-    uid: int
-    inode: int
-    received: int | None = None  # bytes received on it, when the kernel says
-
-
-def _address(text: str) -> Address:
-    host, port = text.split(":")
-    raw = bytes.fromhex(host)
-    # The kernel prints each 32-bit word of the address in host byte order.
-    packed = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    return _plain(packed), int(port, 16)
-
-
-def _plain(packed: bytes) -> bytes:
-    """IPv4-mapped IPv6 addresses as the IPv4 address they stand for."""
-    if len(packed) == 16 and packed[:12] == bytes(10) + b"\xff\xff":
-        return packed[12:]
-    return packed
-
-
-_SOCK_DIAG = 4  # NETLINK_SOCK_DIAG
-_SOCK_DIAG_BY_FAMILY = 20
-_DUMP_REQUEST = 0x301  # NLM_F_REQUEST | NLM_F_DUMP
-_NLMSG_ERROR, _NLMSG_DONE = 2, 3
-_STATES = (1 << 1) | (1 << 8)  # TCP_ESTABLISHED, TCP_CLOSE_WAIT
-_INFO = 2  # INET_DIAG_INFO: the socket's struct tcp_info
-_BYTES_RECEIVED = slice(128, 136)  # tcpi_bytes_received, Linux 4.1 and later
-# libzmq asks the ZAP handler about a connection once its client's ZMTP 3
-# greeting (64 bytes) is in: one that sent less cannot be the one asked about.
-GREETING = 64
-
-
-def read_tcp_table() -> list[_Entry]:
-    """Established (and closing) tcp sockets from the kernel's sock_diag
-    netlink interface; /proc/net/tcp where that is not available. The
-    netlink dump costs well under a millisecond where the /proc files take
-    several (the kernel formats them by walking every hash bucket)."""
-    try:
-        return _diag_table()
-    except OSError as exc:
-        log.debug("sock_diag unavailable, reading /proc/net/tcp error=%s", exc)
-        return _proc_table()
-
-
-def _diag_table() -> list[_Entry]:
-    entries: list[_Entry] = []
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _SOCK_DIAG) as netlink:
-        netlink.settimeout(1.0)
-        for sequence, family in enumerate((socket.AF_INET, socket.AF_INET6), 1):
-            request = struct.pack(
-                "=BBBBI", family, socket.IPPROTO_TCP, 1 << (_INFO - 1), 0, _STATES
-            ) + bytes(48)
-            header = struct.pack(
-                "=IHHII", 16 + len(request), _SOCK_DIAG_BY_FAMILY, _DUMP_REQUEST,
-                sequence, 0,
-            )  # fmt: skip
-            netlink.send(header + request)
-            _read_dump(netlink, entries)
-    return entries
-
-
-def _read_dump(netlink: socket.socket, entries: list[_Entry]) -> None:
-    while True:
-        data = netlink.recv(1 << 16)
-        offset = 0
-        while offset + 16 <= len(data):
-            length, kind = struct.unpack_from("=IH", data, offset)
-            if kind == _NLMSG_DONE:
-                return
-            if kind == _NLMSG_ERROR:
-                code = -struct.unpack_from("=i", data, offset + 16)[0]
-                raise OSError(code, os.strerror(code))
-            body = offset + 16
-            state = data[body + 1]
-            ports = struct.unpack_from(">HH", data, body + 4)
-            source = data[body + 8 : body + 24]
-            destination = data[body + 24 : body + 40]
-            uid, inode = struct.unpack_from("=II", data, body + 64)
-            width = 4 if data[body] == socket.AF_INET else 16
-            entries.append(
-                _Entry(
-                    (_plain(source[:width]), ports[0]),
-                    (_plain(destination[:width]), ports[1]),
-                    f"{state:02X}",
-                    uid,
-                    inode,
-                    _bytes_received(data, body + 72, offset + length),
-                )
-            )
-            offset += (length + 3) & ~3
-        if not data:
-            return
-
-
-def _bytes_received(data: bytes, start: int, end: int) -> int | None:
-    """tcpi_bytes_received from the attributes after an inet_diag_msg."""
-    while start + 4 <= end:
-        length, kind = struct.unpack_from("=HH", data, start)
-        if length < 4:
-            return None
-        if kind == _INFO and length - 4 >= _BYTES_RECEIVED.stop:
-            info = data[start + 4 : start + length]
-            return int.from_bytes(info[_BYTES_RECEIVED], sys.byteorder)
-        start += (length + 3) & ~3
-    return None
-
-
-def _proc_table() -> list[_Entry]:
-    entries = []
-    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(path, encoding="ascii") as table:
-                lines = table.readlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            entries.append(
-                _Entry(
-                    _address(fields[1]),
-                    _address(fields[2]),
-                    fields[3],
-                    int(fields[7]),
-                    int(fields[9]),
-                )
-            )
-    return entries
-
-
-REMOTE = -1  # the key's uid for a peer that is not on this host
-
 
 class TcpPeers:
     """Which local user is behind a new tcp connection, never guessed.
 
     libzmq's ZAP request names the peer's IP address, not its port, so the
     connection being asked about is one of the connections to our port from
-    that address. Each has a uid: the owner of the client's end, which is
-    in the same table when the client is on this host. Connections whose
-    ZAP request was answered before are counted per (address, uid); the
-    new one is one of the others. When only one uid is left possible, that
-    is the answer; otherwise the connection stays unidentified (its requests
-    are refused, the client may retry). A count is lowered whenever a
-    connection of its key goes away, answered or not, so the possibilities
-    are never narrowed beyond what is certain.
+    that address. Each has a key: that address and the uid that owns the
+    client's end (when the client is on this host). Answers already given
+    are counted per key; the new connection is one of those not answered
+    yet. When only one key is left possible, that is the answer; otherwise
+    the connection stays unidentified (its requests are refused, the client
+    may retry).
+
+    The connections come from the monitor of each socket ``watch``ed
+    (``circusd.control.accepts``), which sees every connection accepted,
+    even one that is gone by the time it is asked about: such a connection
+    keeps counting until every ZAP request waiting when it went away has
+    been answered (``settled``), since one of them may be about it. Then its
+    key's count of answers is lowered, as if it had been answered, so the
+    possibilities are never narrowed beyond what is certain. Without a
+    watched socket, the connections are read from the kernel's table at
+    each request (``read_table``; that cannot see a connection that came
+    and went between two requests).
     """
 
     def __init__(self, read_table: Any = read_tcp_table) -> None:
         self._read = read_table
         self._listening: list[Address] = []
-        self._answered: dict[tuple[bytes, int], int] = {}
-        self._seen: dict[int, tuple[bytes, int]] = {}
+        self._answered: dict[Key, int] = {}
+        self._seen: dict[int, Key] = {}
+        self._accepts: list[Accepts] = []
+        self._gone: list[Connection] = []
+        self._lookup = Lookup()
 
     def listen(self, host: bytes, port: int) -> None:
         self._listening.append((_plain(host), port))
+
+    def watch(self, sock: zmq.Socket[Any]) -> None:
+        """Follow the connections ``sock`` accepts; call before binding it."""
+        self._accepts.append(Accepts(sock, self._ours, self._find))
 
     def _ours(self, local: Address) -> bool:
         return any(
             port == local[1] and (host == local[0] or not host.strip(b"\0"))
             for host, port in self._listening
         )
+
+    def _find(self, local: Address, remote: Address) -> _Entry | None:
+        try:
+            return self._lookup.find(local, remote)
+        except OSError as exc:
+            log.debug("sock_diag lookup failed, reading the table error=%s", exc)
+            table = self._read()
+            return next(
+                (e for e in table if (e.local, e.remote) == (local, remote)), None
+            )
 
     def identify(
         self,
@@ -358,13 +254,68 @@ class TcpPeers:
             peer = _plain(ipaddress.ip_address(address).packed)
         except ValueError:
             return Caller(None, transport="tcp", detail=f"bad address {address!r}")
+        if self._accepts:
+            possible = self._possible_watched(peer)
+        else:
+            possible = self._possible(peer, self._table_keys())
+        callers = [_tcp_caller(key[1], address, insecure) for key in possible]
+        alike = len(possible) > 1 and enough is not None and all(map(enough, callers))
+        if len(possible) != 1 and not alike:
+            return Caller(
+                None,
+                transport="tcp",
+                detail="several local users connected at the same moment",
+            )
+        key = possible[0]
+        self._answered[key] = self._answered.get(key, 0) + 1
+        return callers[0]
+
+    def _possible(self, peer: bytes, keys: list[Key]) -> list[Key]:
+        counts: dict[Key, int] = {}
+        for key in keys:
+            counts[key] = counts.get(key, 0) + 1
+        return [
+            key
+            for key, count in counts.items()
+            if key[0] in (peer, ANY) and count > self._answered.get(key, 0)
+        ]
+
+    def _possible_watched(self, peer: bytes) -> list[Key]:
+        self.update()
+        live = [c for accepts in self._accepts for c in accepts.live()]
+        keys = [c.key for c in live + self._gone if c.key[0] in (peer, ANY)]
+        return self._possible(peer, keys)
+
+    def update(self) -> None:
+        """Take in what the monitors of the watched sockets report."""
+        for accepts in self._accepts:
+            self._gone += accepts.update()
+
+    async def follow(self) -> None:
+        """Take in the monitors' reports as they come (so that a connection
+        libzmq closed is not held open by a descriptor kept here)."""
+        await asyncio.gather(*(self._follow(accepts) for accepts in self._accepts))
+
+    async def _follow(self, accepts: Accepts) -> None:
+        while True:
+            await accepts.wait()
+            self.update()
+
+    def settled(self) -> None:
+        """No ZAP request is waiting: none can be about a connection gone."""
+        for connection in self._gone:
+            if self._answered.get(connection.key):
+                self._answered[connection.key] -= 1
+        self._gone = []
+
+    def _table_keys(self) -> list[Key]:
         table = self._read()
         clients = {
             (e.local, e.remote): e.uid
             for e in table
             if e.state == _ESTABLISHED and e.inode
         }
-        keys: dict[int, tuple[bytes, int]] = {}
+        keys: dict[int, Key] = {}
         for entry in table:
             if entry.state in (_ESTABLISHED, _CLOSE_WAIT) and self._ours(entry.local):
                 if entry.received is not None and entry.received < GREETING:
@@ -380,31 +331,18 @@ class TcpPeers:
                 # it is told no longer matters, and it must not count as a
                 # peer on another host beside the one being asked about.
         self._forget(keys)
-        counts: dict[tuple[bytes, int], int] = {}
-        for key in keys.values():
-            counts[key] = counts.get(key, 0) + 1
-        possible = [
-            key
-            for key, count in counts.items()
-            if key[0] == peer and count > self._answered.get(key, 0)
-        ]
-        callers = [_tcp_caller(key[1], address, insecure) for key in possible]
-        alike = len(possible) > 1 and enough is not None and all(map(enough, callers))
-        if len(possible) != 1 and not alike:
-            return Caller(
-                None,
-                transport="tcp",
-                detail="several local users connected at the same moment",
-            )
-        key = possible[0]
-        self._answered[key] = self._answered.get(key, 0) + 1
-        return callers[0]
+        return list(keys.values())
 
-    def _forget(self, current: dict[int, tuple[bytes, int]]) -> None:
+    def _forget(self, current: dict[int, Key]) -> None:
         for inode, key in self._seen.items():
             if inode not in current and self._answered.get(key):
                 self._answered[key] -= 1
         self._seen = current
+
+    def close(self) -> None:
+        for accepts in self._accepts:
+            accepts.close()
+        self._lookup.close()
 
 
 def _tcp_caller(uid: int, address: str, insecure: bool) -> Caller:
@@ -412,6 +350,8 @@ def _tcp_caller(uid: int, address: str, insecure: bool) -> Caller:
         if insecure:
             return Caller(None, transport="network", detail=address)
         return Caller(None, transport="tcp", detail="peer not on this host")
+    if uid == UNKNOWN:
+        return Caller(None, transport="tcp", detail="client gone before it was seen")
     return Caller(uid, transport="tcp", detail=address)
 
 
@@ -476,11 +416,13 @@ async def serve_zap(
     zap: zmq.asyncio.Socket,
     answer: Callable[[list[bytes]], list[bytes]],
     on_error: tuple[bytes, bytes, bytes],
+    settled: Callable[[], None] = lambda: None,
 ) -> None:
     """Answer ZAP requests on ``zap`` with ``answer`` until it is closed.
 
     A handshake is never left waiting: if ``answer`` fails, the reply is
     ``on_error`` (status code, status text, user id) and the failure logged.
+    ``settled`` is called whenever no request is left waiting.
     """
     while True:
         try:
@@ -496,6 +438,8 @@ async def serve_zap(
             request_id = request[1] if len(request) > 1 else b""
             reply = [b"1.0", request_id, *on_error, b""]
         await zap.send_multipart(reply)
+        if not await zap.poll(0):  # through pyzmq, which watches the socket too
+            settled()
 
 
 # -- the guard: binding, ZAP, socket files -------------------------------------
@@ -507,6 +451,9 @@ class StreamAnswers(Protocol):
     def answers(self, domain: bytes) -> bool: ...
 
     def answer(self, request: list[bytes]) -> list[bytes]: ...
+
+    @property
+    def tcp_peers(self) -> TcpPeers: ...
 
 
 class Guard:
@@ -543,6 +490,8 @@ class Guard:
             sock.zap_domain = b"circusd-curve"
         else:
             sock.zap_domain = b"circusd-tcp" if host is not None else b"circusd-ipc"
+        if host is not None and self.curve is None:
+            self.tcp_peers.watch(sock)
         self.bind_file(sock, endpoint)
         if host is not None:
             self._listen_on(sock)
@@ -657,7 +606,19 @@ class Guard:
         """Answer libzmq's ZAP requests until the context ends. A failure
         leaves the caller unidentified, so its requests are refused."""
         unidentified = self.identities.user_id(UNIDENTIFIED)
-        await serve_zap(self._zap, self.answer, (b"200", b"OK", unidentified))
+        peers = [self.tcp_peers, *(stream.tcp_peers for stream in self.streams)]
+        following = asyncio.gather(*(p.follow() for p in peers))
+        try:
+            await serve_zap(
+                self._zap, self.answer, (b"200", b"OK", unidentified), self._settled
+            )
+        finally:
+            following.cancel()
+
+    def _settled(self) -> None:
+        self.tcp_peers.settled()
+        for stream in self.streams:
+            stream.tcp_peers.settled()
 
     def answer(self, request: list[bytes]) -> list[bytes]:
         if len(request) < 6 or request[0] != b"1.0":
@@ -704,6 +665,9 @@ class Guard:
         return self.identities.of(frame)
 
     def close(self) -> None:
+        self.tcp_peers.close()
+        for stream in self.streams:
+            stream.tcp_peers.close()
         self._zap.close()
 
 

@@ -62,6 +62,8 @@ class SubscriberGate:
         sock.zap_domain = f"circusd-{self.stream}-{'tcp' if tcp else 'ipc'}".encode()
         sock.maxmsgsize = MAX_TOPIC + 1
         sock.handshake_ivl = int(HANDSHAKE_SECONDS * 1000)
+        if tcp:
+            self.tcp_peers.watch(sock)
 
     def listening(self, host: bytes, port: int) -> None:
         """The tcp address (packed host: zeros for any) the stream is bound to."""
