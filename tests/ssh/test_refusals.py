@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -163,15 +163,6 @@ def test_a_closed_port_fails_at_once(
         result.stderr
     )
     assert result.elapsed < TIMEOUT
-
-
-@pytest.fixture
-def silent_host() -> Iterator[int]:
-    """A port that accepts TCP connections and never says a word."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        yield listener.getsockname()[1]
 
 
 def test_a_silent_host_fails_within_the_timeout(
