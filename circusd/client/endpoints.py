@@ -1,4 +1,4 @@
-"""Endpoints of the daemon: parsing, a quick reachability probe, and the
+"""Endpoints of the daemon: parsing, a quick reachability check, and the
 default way to connect a ZeroMQ socket to one.
 
 Sockets are made by a Connector. ``connect_socket`` connects directly; an SSH
@@ -104,16 +104,18 @@ def _parse_tcp(endpoint: str, rest: str) -> Endpoint:
 
 
 def probe(endpoint: Endpoint, timeout: float) -> None:
-    """Raise DaemonUnreachable unless something accepts connections there.
+    """Raise DaemonUnreachable unless something accepts connections on the
+    ipc ``endpoint``: it turns "no daemon" into an immediate, precise error
+    instead of a timeout.
 
     A plain stream connection that is closed at once; ZeroMQ drops it without
-    a word. It turns "no daemon" into an immediate, precise error instead of
-    a timeout.
+    a word. A tcp endpoint is not probed that way: circusd could not tell
+    such a connection from the real one that follows (both come from the
+    same address, and it is the real one circusd has to identify), so there
+    ``connect_socket`` watches the ZeroMQ socket's own connection instead.
     """
     if endpoint.scheme == "ipc":
         _probe_ipc(endpoint, timeout)
-    else:
-        _probe_tcp(endpoint, timeout)
 
 
 def _probe_ipc(endpoint: Endpoint, timeout: float) -> None:
@@ -140,7 +142,9 @@ def _probe_ipc(endpoint: Endpoint, timeout: float) -> None:
             ) from None
 
 
-def _probe_tcp(endpoint: Endpoint, timeout: float) -> None:
+def tcp_failure(endpoint: Endpoint, timeout: float) -> None:
+    """Raise why a tcp connection to ``endpoint`` fails (called once ZeroMQ
+    has found that it does); return if it succeeds now."""
     target = f"{endpoint.host}:{endpoint.port}"
     try:
         connection = socket.create_connection(
@@ -186,8 +190,9 @@ def connect_socket(
     timeout: float,
     prepare: Callable[[zmq.Socket[Any]], None] | None = None,
 ) -> zmq.Socket[Any]:
-    """The default Connector: probe, then connect a ZeroMQ socket directly
-    (``prepare`` sets options on it first, such as CURVE keys)."""
+    """The default Connector: connect a ZeroMQ socket directly (``prepare``
+    sets options on it first, such as CURVE keys). Raises DaemonUnreachable
+    at once, with the reason, when nothing accepts connections there."""
     probe(endpoint, timeout)
     sock = new_socket(context, kind)
     if prepare is not None:
@@ -195,8 +200,40 @@ def connect_socket(
     if ":" in endpoint.host:
         sock.setsockopt(zmq.IPV6, 1)  # libzmq refuses IPv6 addresses otherwise
     try:
-        sock.connect(endpoint.address)
+        if endpoint.scheme == "tcp":
+            _connect_tcp(sock, endpoint, timeout)
+        else:
+            sock.connect(endpoint.address)
     except zmq.ZMQError as exc:
         sock.close(linger=0)
         raise CallError(f"cannot connect to {endpoint.address}: {exc}") from None
+    except CallError:
+        sock.close(linger=0)
+        raise
     return sock
+
+
+_OUTCOMES = zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CLOSED
+
+
+def _connect_tcp(sock: zmq.Socket[Any], endpoint: Endpoint, timeout: float) -> None:
+    """Connect ``sock`` and wait until its tcp connection is made (ZeroMQ's
+    handshake goes on by itself); raise the reason if it cannot be."""
+    address = f"inproc://circusctl-connect-{uuid.uuid4().hex}"
+    sock.monitor(address, _OUTCOMES)
+    pair = sock.context.socket(zmq.PAIR)
+    events: zmq.Socket[bytes] = zmq.Socket.shadow(pair.underlying)  # never async
+    try:
+        events.linger = 0
+        events.connect(address)
+        sock.connect(endpoint.address)
+        if events.poll(max(1, int(timeout * 1000))):
+            event = int.from_bytes(events.recv_multipart()[0][:2], "little")
+            if event != zmq.EVENT_CONNECTED:
+                tcp_failure(endpoint, timeout)  # raises the reason
+            return  # connected (or the daemon is there now: ZeroMQ retries)
+        target = f"{endpoint.host}:{endpoint.port}"
+        raise DaemonUnreachable(endpoint.address, f"connecting to {target} timed out")
+    finally:
+        sock.disable_monitor()
+        pair.close(linger=0)

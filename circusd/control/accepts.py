@@ -11,14 +11,10 @@ lookup instead of a walk of every connection on the host.
 A descriptor may be closed and reused before its report is read. Whoever
 closed it reported that first, so a connection is believed to be what its
 descriptor shows only when no later report names the same descriptor;
-otherwise it counts as a connection of an unknown user from anywhere while
-it lives, and not once it is gone: circusctl's reachability probe, which
-connects and closes at once, would otherwise make the real connection
-behind it ambiguous. The reports are read as they come (``TcpPeers.follow``),
-so this concerns only a connection that ends within moments of its accept;
-but one that sent its greeting and was reset in those moments may still
-have a ZAP request waiting, and the answer to it is then counted against
-another connection of the same address: the one gap left in the counting.
+otherwise it counts as a connection of an unknown user from anywhere, and
+so does one gone before its descriptor could be read: it may have sent its
+greeting, and a ZAP request about it may be waiting (``TcpPeers`` keeps
+counting it until none is). One seen to go without a greeting never counts.
 """
 
 from __future__ import annotations
@@ -49,14 +45,18 @@ EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
 Key = tuple[bytes, int]  # the peer's packed address, the uid of its client's end
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # each connection is itself, whatever its key
 class Connection:
     key: Key
     local: Address | None = None  # our end
     remote: Address | None = None  # the client's end
 
 
-UNSEEN = Connection((ANY, UNKNOWN))
+def unseen() -> Connection:
+    """A connection whose client is not known."""
+    return Connection((ANY, UNKNOWN))
+
+
 _INET = (socket.AF_INET, socket.AF_INET6)
 
 
@@ -69,6 +69,7 @@ class _Tracked:
         self.connection = connection
         self.held = held
         self.greeted = held is None
+        self.serial = 0  # its place in the order the connections were seen
 
     def check(self) -> bool:
         if self.held is not None and _received(self.held) >= GREETING:
@@ -109,9 +110,20 @@ class Accepts:
         pair.linger = 0
         pair.rcvhwm = 0  # no limit: a report left out could hide a user
         pair.connect(endpoint)
-        self._pair = pair
+        self.reports = pair  # readable when a report is waiting
         self._events: zmq.Socket[bytes] = zmq.Socket.shadow(pair.underlying)
         self._by_fd: dict[int, _Tracked] = {}
+        self.serial = 0  # of the connection seen last
+
+    def on(self, fd: int) -> tuple[int, Connection] | None:
+        """The connection open on descriptor ``fd`` (as last read), with
+        its serial: a connection seen later has a higher one."""
+        tracked = self._by_fd.get(fd)
+        return None if tracked is None else (tracked.serial, tracked.connection)
+
+    def oldest(self) -> int:
+        """The serial of the connection open that was seen first."""
+        return min((t.serial for t in self._by_fd.values()), default=self.serial + 1)
 
     def live(self) -> list[Connection]:
         """The connections open now that have sent their greeting."""
@@ -119,7 +131,7 @@ class Accepts:
 
     def update(self) -> list[Connection]:
         """Read the reports waiting; the connections that went away after
-        sending their greeting (or that may have)."""
+        sending their greeting, or that may have (those never seen too)."""
         gone = []
         events = self._drain()
         while events:
@@ -129,20 +141,18 @@ class Accepts:
             for i, (new, fd) in enumerate(events):
                 old = self._by_fd.pop(fd, None)
                 if old is not None:
-                    if old.check() and old.connection is not UNSEEN:
+                    if old.check():  # it may have been asked about
                         gone.append(old.connection)
                     old.let_go()
                 if new:
                     if fd in later[i + 1 :]:
                         seen[i].let_go()
-                        seen[i] = _Tracked(UNSEEN, None)
+                        seen[i] = _Tracked(unseen(), None)
+                    self.serial += 1
+                    seen[i].serial = self.serial
                     self._by_fd[fd] = seen[i]
             events = more
         return gone
-
-    async def wait(self) -> None:
-        """Until a report may be waiting."""
-        await self._pair.poll(None, zmq.POLLIN)  # type: ignore[misc]
 
     def _drain(self) -> list[tuple[bool, int]]:
         events: list[tuple[bool, int]] = []
@@ -157,7 +167,7 @@ class Accepts:
         try:
             sock = socket.socket(fileno=os.dup(fd))
         except (OSError, ValueError):
-            return _Tracked(UNSEEN, None)
+            return _Tracked(unseen(), None)
         try:
             if sock.type != socket.SOCK_STREAM or sock.family not in _INET:
                 raise ValueError("not a tcp socket")
@@ -165,10 +175,10 @@ class Accepts:
             remote = _packed(sock.family, sock.getpeername())
         except (OSError, ValueError):
             sock.close()
-            return _Tracked(UNSEEN, None)
+            return _Tracked(unseen(), None)
         if not self._ours(local):
             sock.close()
-            return _Tracked(UNSEEN, None)
+            return _Tracked(unseen(), None)
         client = self._find(remote, local)
         if client is None:
             uid = REMOTE
@@ -184,7 +194,7 @@ class Accepts:
         for tracked in self._by_fd.values():
             tracked.let_go()
         self._by_fd.clear()
-        self._pair.close()
+        self.reports.close()
 
 
 def _packed(family: int, address: Any) -> Address:

@@ -21,7 +21,6 @@ silent hang); it refuses only CURVE keys it does not know.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import logging
@@ -30,7 +29,7 @@ import pwd
 import secrets
 import socket
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -40,11 +39,8 @@ import zmq.auth
 
 from circusd.config.checks import UNIX_PATH_MAX, is_loopback
 from circusd.config.model import CircusConfig
-from circusd.control.accepts import ANY, REMOTE, UNKNOWN, Accepts, Connection, Key
+from circusd.control.accepts import ANY, REMOTE, UNKNOWN, Accepts, Connection
 from circusd.control.tcp_diag import (
-    _CLOSE_WAIT,
-    _ESTABLISHED,
-    GREETING,
     Address,
     Lookup,
     _Entry,
@@ -82,6 +78,7 @@ class Caller:
 
 
 UNIDENTIFIED = Caller(None, detail="no identity from the transport")
+TICKET = "tcp-ticket"  # a tcp connection's ZAP answer, until its first message
 DAEMON_ITSELF = Caller(os.geteuid(), os.getegid(), os.getpid(), "internal")
 
 
@@ -189,40 +186,49 @@ class TcpPeers:
 
     libzmq's ZAP request names the peer's IP address, not its port, so the
     connection being asked about is one of the connections to our port from
-    that address. Each has a key: that address and the uid that owns the
-    client's end (when the client is on this host). Answers already given
-    are counted per key; the new connection is one of those not answered
-    yet. When only one key is left possible, that is the answer; otherwise
-    the connection stays unidentified (its requests are refused, the client
-    may retry).
+    that address that no earlier request was about. Each connection has a
+    key: that address and the uid that owns the client's end (when the
+    client is on this host). Each answer given is remembered with the
+    connections it may have been about; a connection is possible for a new
+    request when every earlier answer can still be about another connection
+    (one each). When the possible connections all have one key, that is the
+    answer; otherwise the connection stays unidentified (its requests are
+    refused, the client may retry), and the answer still takes one of them.
 
     The connections come from the monitor of each socket ``watch``ed
     (``circusd.control.accepts``), which sees every connection accepted,
-    even one that is gone by the time it is asked about: such a connection
-    keeps counting until every ZAP request waiting when it went away has
-    been answered (``settled``), since one of them may be about it. Then its
-    key's count of answers is lowered, as if it had been answered, so the
-    possibilities are never narrowed beyond what is certain. Without a
-    watched socket, the connections are read from the kernel's table at
-    each request (``read_table``; that cannot see a connection that came
-    and went between two requests).
+    even one that is gone by the time it is asked about, and even one gone
+    before its owner could be read: such a connection keeps counting (as a
+    connection of an unknown user, from any address) until no ZAP request
+    is waiting (``settled``), since one of them may be about it. libzmq
+    sends the request about a connection before it reports the connection
+    gone, so once the report is read and no request waits, none will come
+    about it. Then an answer it may have had is forgotten, as if it had
+    had one, so the possibilities are never narrowed beyond what is
+    certain. A socket that is not watched has no caller known over tcp.
     """
 
-    def __init__(self, read_table: Any = read_tcp_table) -> None:
-        self._read = read_table
+    def __init__(self) -> None:
         self._listening: list[Address] = []
-        self._answered: dict[Key, int] = {}
-        self._seen: dict[int, Key] = {}
+        self._answers: list[set[Connection]] = []  # what each may have been about
         self._accepts: list[Accepts] = []
         self._gone: list[Connection] = []
         self._lookup = Lookup()
+        self._issued = 0
+        self._tickets: dict[int, tuple[list[int], str]] = {}  # serials, address
+        self._redeemed: dict[int, tuple[Connection, Caller]] = {}
+        self._ticket_of: dict[Connection, int] = {}
 
     def listen(self, host: bytes, port: int) -> None:
         self._listening.append((_plain(host), port))
 
     def watch(self, sock: zmq.Socket[Any]) -> None:
         """Follow the connections ``sock`` accepts; call before binding it."""
-        self._accepts.append(Accepts(sock, self._ours, self._find))
+        self.add(Accepts(sock, self._ours, self._find))
+
+    def add(self, accepts: Accepts) -> None:
+        """Follow the connections that ``accepts`` reports."""
+        self._accepts.append(accepts)
 
     def _ours(self, local: Address) -> bool:
         return any(
@@ -235,7 +241,7 @@ class TcpPeers:
             return self._lookup.find(local, remote)
         except OSError as exc:
             log.debug("sock_diag lookup failed, reading the table error=%s", exc)
-            table = self._read()
+            table = read_tcp_table()
             return next(
                 (e for e in table if (e.local, e.remote) == (local, remote)), None
             )
@@ -254,95 +260,136 @@ class TcpPeers:
             peer = _plain(ipaddress.ip_address(address).packed)
         except ValueError:
             return Caller(None, transport="tcp", detail=f"bad address {address!r}")
-        if self._accepts:
-            possible = self._possible_watched(peer)
-        else:
-            possible = self._possible(peer, self._table_keys())
-        callers = [_tcp_caller(key[1], address, insecure) for key in possible]
-        alike = len(possible) > 1 and enough is not None and all(map(enough, callers))
-        if len(possible) != 1 and not alike:
+        possible = self._possible(peer)
+        keys = list(dict.fromkeys(c.key for c in possible))
+        callers = [_tcp_caller(key[1], address, insecure) for key in keys]
+        if possible:
+            self._answers.append(set(possible))
+        alike = len(keys) > 1 and enough is not None and all(map(enough, callers))
+        if len(keys) != 1 and not alike:
             return Caller(
                 None,
                 transport="tcp",
                 detail="several local users connected at the same moment",
             )
-        key = possible[0]
-        self._answered[key] = self._answered.get(key, 0) + 1
         return callers[0]
 
-    def _possible(self, peer: bytes, keys: list[Key]) -> list[Key]:
-        counts: dict[Key, int] = {}
-        for key in keys:
-            counts[key] = counts.get(key, 0) + 1
-        return [
-            key
-            for key, count in counts.items()
-            if key[0] in (peer, ANY) and count > self._answered.get(key, 0)
-        ]
-
-    def _possible_watched(self, peer: bytes) -> list[Key]:
+    def _possible(self, peer: bytes) -> list[Connection]:
+        """The connections from ``peer`` that no answer given was about."""
         self.update()
         live = [c for accepts in self._accepts for c in accepts.live()]
-        keys = [c.key for c in live + self._gone if c.key[0] in (peer, ANY)]
-        return self._possible(peer, keys)
+        taken = {next(iter(a)) for a in self._answers if len(a) == 1}
+        # (an answer left with no connection of its own is one that a gone
+        # connection's was mistaken for: it no longer narrows anything)
+        unsure = [a - taken for a in self._answers if len(a) > 1 and a - taken]
+        candidates = [
+            c for c in live + self._gone if c.key[0] in (peer, ANY) and c not in taken
+        ]
+        if not unsure:
+            return candidates
+        if len(unsure) > MAX_UNSURE:  # too many to work out: all stay possible
+            return candidates
+        return [c for c in candidates if _assignable(unsure, c)]
 
     def update(self) -> None:
         """Take in what the monitors of the watched sockets report."""
         for accepts in self._accepts:
-            self._gone += accepts.update()
+            gone = accepts.update()
+            for connection in gone:
+                self._redeemed.pop(self._ticket_of.pop(connection, 0), None)
+            self._gone += gone
 
-    async def follow(self) -> None:
-        """Take in the monitors' reports as they come (so that a connection
-        libzmq closed is not held open by a descriptor kept here)."""
-        await asyncio.gather(*(self._follow(accepts) for accepts in self._accepts))
+    # The control socket's connections are identified exactly instead: the
+    # ZAP answer is a ticket, and the connection's first message, whose
+    # descriptor libzmq tells (ZMQ_SRCFD), redeems it. The connection a
+    # ticket was given for had been seen when the ticket was made (libzmq
+    # reports a connection before it asks about it); a descriptor that
+    # shows a connection seen later was reused after the ticket's own
+    # connection had ended, and redeems nothing.
 
-    async def _follow(self, accepts: Accepts) -> None:
-        while True:
-            await accepts.wait()
-            self.update()
+    def ticket(self, address: str) -> int:
+        """A ticket for the connection from ``address`` being asked about."""
+        self.update()
+        self._issued += 1
+        self._tickets[self._issued] = ([a.serial for a in self._accepts], address)
+        if len(self._tickets) > MAX_TICKETS_UNCHECKED:
+            self._forget_tickets()
+        return self._issued
+
+    def redeem(self, ticket: int, fd: int, insecure: bool) -> Caller:
+        """The caller behind the connection holding ``ticket``, whose message
+        came from descriptor ``fd``."""
+        known = self._redeemed.get(ticket)
+        if known is not None:
+            return known[1]
+        issued = self._tickets.pop(ticket, None)
+        if issued is None:
+            return Caller(None, transport="tcp", detail="ticket unknown")
+        serials, address = issued
+        self.update()
+        for accepts, serial in zip(self._accepts, serials, strict=True):
+            found = accepts.on(fd)
+            if found is not None and found[0] <= serial:
+                connection = found[1]
+                caller = _tcp_caller(connection.key[1], address, insecure)
+                self._redeemed[ticket] = (connection, caller)
+                self._ticket_of[connection] = ticket
+                return caller
+        return Caller(None, transport="tcp", detail="connection gone")
+
+    def redeemed(self, ticket: int) -> bool:
+        return ticket in self._redeemed
+
+    def _forget_tickets(self) -> None:
+        """Tickets whose connections are all gone (never redeemed)."""
+        oldest = [accepts.oldest() for accepts in self._accepts]
+        self._tickets = {
+            ticket: issued
+            for ticket, issued in self._tickets.items()
+            if any(s >= first for s, first in zip(issued[0], oldest, strict=True))
+        }
+
+    def reports(self) -> list[zmq.Socket[Any]]:
+        """The sockets on which the monitors' reports arrive."""
+        return [accepts.reports for accepts in self._accepts]
 
     def settled(self) -> None:
         """No ZAP request is waiting: none can be about a connection gone."""
         for connection in self._gone:
-            if self._answered.get(connection.key):
-                self._answered[connection.key] -= 1
+            holding = [a for a in self._answers if connection in a]
+            if holding:  # the one most likely about it
+                self._answers.remove(min(holding, key=len))
+            for answer in holding:
+                answer.discard(connection)
+        self._answers = [a for a in self._answers if a]
         self._gone = []
-
-    def _table_keys(self) -> list[Key]:
-        table = self._read()
-        clients = {
-            (e.local, e.remote): e.uid
-            for e in table
-            if e.state == _ESTABLISHED and e.inode
-        }
-        keys: dict[int, Key] = {}
-        for entry in table:
-            if entry.state in (_ESTABLISHED, _CLOSE_WAIT) and self._ours(entry.local):
-                if entry.received is not None and entry.received < GREETING:
-                    continue  # not asked about yet (a connection left idle)
-                uid = clients.get((entry.remote, entry.local))
-                if uid is not None:
-                    keys[entry.inode] = (entry.remote[0], uid)
-                elif entry.inode in self._seen:  # its client has closed since
-                    keys[entry.inode] = self._seen[entry.inode]
-                elif entry.state == _ESTABLISHED:
-                    keys[entry.inode] = (entry.remote[0], REMOTE)
-                # else closed by its client before it was asked about: what
-                # it is told no longer matters, and it must not count as a
-                # peer on another host beside the one being asked about.
-        self._forget(keys)
-        return list(keys.values())
-
-    def _forget(self, current: dict[int, Key]) -> None:
-        for inode, key in self._seen.items():
-            if inode not in current and self._answered.get(key):
-                self._answered[key] -= 1
-        self._seen = current
 
     def close(self) -> None:
         for accepts in self._accepts:
             accepts.close()
         self._lookup.close()
+
+
+MAX_TICKETS_UNCHECKED = 64  # tickets kept before those of gone connections go
+MAX_UNSURE = 64  # answers that may each be about one of several connections
+
+
+def _assignable(answers: list[set[Connection]], spared: Connection) -> bool:
+    """Whether each answer can be about a connection of its own, each a
+    different one and none ``spared`` (a matching, by augmenting paths)."""
+    about: dict[Connection, int] = {}
+
+    def place(i: int, tried: set[Connection]) -> bool:
+        for connection in answers[i] - tried:
+            tried.add(connection)
+            if connection is spared:
+                continue
+            if connection not in about or place(about[connection], tried):
+                about[connection] = i
+                return True
+        return False
+
+    return all(place(i, set()) for i in range(len(answers)))
 
 
 def _tcp_caller(uid: int, address: str, insecure: bool) -> Caller:
@@ -416,30 +463,61 @@ async def serve_zap(
     zap: zmq.asyncio.Socket,
     answer: Callable[[list[bytes]], list[bytes]],
     on_error: tuple[bytes, bytes, bytes],
-    settled: Callable[[], None] = lambda: None,
+    peers: Sequence[TcpPeers] = (),
 ) -> None:
-    """Answer ZAP requests on ``zap`` with ``answer`` until it is closed.
+    """Answer ZAP requests on ``zap`` with ``answer`` until it is closed, and
+    take in the reports about the connections of ``peers`` as they come (so
+    that a connection libzmq closed is not held open by a descriptor kept
+    there).
 
     A handshake is never left waiting: if ``answer`` fails, the reply is
     ``on_error`` (status code, status text, user id) and the failure logged.
-    ``settled`` is called whenever no request is left waiting.
+    Once every request waiting is answered, the peers' connections gone are
+    let go (``TcpPeers.settled``): the reports of them were read before the
+    socket was found empty, and libzmq sends a request about a connection
+    before it reports the connection gone.
     """
+    poller = zmq.asyncio.Poller()
+    poller.register(zap, zmq.POLLIN)
+    for reports in (sock for tcp_peers in peers for sock in tcp_peers.reports()):
+        poller.register(reports, zmq.POLLIN)
     while True:
         try:
-            request = await zap.recv_multipart()
+            await poller.poll()
+            for tcp_peers in peers:
+                tcp_peers.update()
+            # (the poller asks the socket itself again before it waits)
+            if not int(zap.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+                for tcp_peers in peers:
+                    tcp_peers.settled()
+            while await _answer_waiting(zap, answer, on_error):
+                pass
         except zmq.ZMQError as exc:
             if exc.errno in (zmq.ETERM, zmq.ENOTSOCK):
                 return
             raise
-        try:
-            reply = answer(request)
-        except Exception:
-            log.exception("identifying a peer failed")
-            request_id = request[1] if len(request) > 1 else b""
-            reply = [b"1.0", request_id, *on_error, b""]
-        await zap.send_multipart(reply)
-        if not await zap.poll(0):  # through pyzmq, which watches the socket too
-            settled()
+        for tcp_peers in peers:
+            tcp_peers.settled()
+
+
+async def _answer_waiting(
+    zap: zmq.asyncio.Socket,
+    answer: Callable[[list[bytes]], list[bytes]],
+    on_error: tuple[bytes, bytes, bytes],
+) -> bool:
+    """Answer the request waiting on ``zap``, if one is; whether one was."""
+    try:
+        request = await zap.recv_multipart(zmq.NOBLOCK)  # done at once
+    except zmq.Again:
+        return False
+    try:
+        reply = answer(request)
+    except Exception:
+        log.exception("identifying a peer failed")
+        request_id = request[1] if len(request) > 1 else b""
+        reply = [b"1.0", request_id, *on_error, b""]
+    await zap.send_multipart(reply)  # a REP socket sends at once
+    return True
 
 
 # -- the guard: binding, ZAP, socket files -------------------------------------
@@ -607,18 +685,7 @@ class Guard:
         leaves the caller unidentified, so its requests are refused."""
         unidentified = self.identities.user_id(UNIDENTIFIED)
         peers = [self.tcp_peers, *(stream.tcp_peers for stream in self.streams)]
-        following = asyncio.gather(*(p.follow() for p in peers))
-        try:
-            await serve_zap(
-                self._zap, self.answer, (b"200", b"OK", unidentified), self._settled
-            )
-        finally:
-            following.cancel()
-
-    def _settled(self) -> None:
-        self.tcp_peers.settled()
-        for stream in self.streams:
-            stream.tcp_peers.settled()
+        await serve_zap(self._zap, self.answer, (b"200", b"OK", unidentified), peers)
 
     def answer(self, request: list[bytes]) -> list[bytes]:
         if len(request) < 6 or request[0] != b"1.0":
@@ -635,14 +702,15 @@ class Guard:
         if transport == "ipc" and mechanism == b"NULL":
             caller = ipc_peer(peer)
         elif transport == "tcp" and mechanism == b"NULL":
-            caller = self.tcp_peers.identify(peer, self.circus.insecure_tcp)
+            ticket = self.tcp_peers.ticket(peer)
+            caller = Caller(None, transport=TICKET, detail=str(ticket))
         elif transport == "curve" and mechanism == b"CURVE" and len(request) > 6:
             caller = self._curve_peer(request[6], peer)
             if caller.uid is None:
                 status, text = b"400", b"unknown key"
         else:
             status, text = b"400", b"not a circusd endpoint"
-        if caller.uid is None and status == b"200":
+        if caller.uid is None and status == b"200" and transport != "tcp":
             log.info(
                 "peer not identified %s reason=%r", caller.describe(), caller.detail
             )
@@ -662,7 +730,21 @@ class Guard:
         return Caller(entry.pw_uid, entry.pw_gid, None, "curve", f"{name}@{address}")
 
     def caller(self, frame: zmq.Frame) -> Caller:
-        return self.identities.of(frame)
+        caller = self.identities.of(frame)
+        if caller.transport != TICKET:
+            return caller
+        try:
+            source = frame.get(zmq.SRCFD)
+        except zmq.ZMQError:
+            source = -1
+        fd = source if isinstance(source, int) else -1
+        first = not self.tcp_peers.redeemed(int(caller.detail))
+        caller = self.tcp_peers.redeem(int(caller.detail), fd, self.circus.insecure_tcp)
+        if first and caller.uid is None and not caller.anonymous_network:
+            log.info(
+                "peer not identified %s reason=%r", caller.describe(), caller.detail
+            )
+        return caller
 
     def close(self) -> None:
         self.tcp_peers.close()

@@ -7,7 +7,6 @@ it answers the ZAP requests of its stream itself, here.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import os
 import socket
@@ -50,17 +49,12 @@ class StreamGate:
 
     async def serve(self) -> None:
         """Answer libzmq's ZAP requests until the socket is closed."""
-        peers = self.gate.tcp_peers
-        following = asyncio.ensure_future(peers.follow())
-        try:
-            await serve_zap(
-                self._zap,
-                self.gate.answer,
-                (b"400", b"not identified", b""),
-                peers.settled,
-            )
-        finally:
-            following.cancel()
+        await serve_zap(
+            self._zap,
+            self.gate.answer,
+            (b"400", b"not identified", b""),
+            [self.gate.tcp_peers],
+        )
 
     def close(self) -> None:
         self.gate.tcp_peers.close()

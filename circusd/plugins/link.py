@@ -19,7 +19,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from circusd.client.endpoints import new_socket, parse_endpoint, probe
+from circusd.client.endpoints import new_socket, parse_endpoint, probe, tcp_failure
 from circusd.client.errors import CallError, CallTimeout, ReplyError
 from circusd.client.events import Event, decode_event
 
@@ -50,11 +50,15 @@ class Link:
         self._sub = new_socket(self._context, zmq.SUB)  # type: ignore[assignment]
         assert self._sub is not None
         self._sub.setsockopt(zmq.SUBSCRIBE, TOPIC)
-        monitor = self._sub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        monitor = self._sub.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_CONNECT_RETRIED
+        )
         try:
             self._sub.connect(self.pubsub_endpoint.address)
             async with asyncio.timeout(self.timeout):
-                await monitor.recv_multipart()
+                while not await _handshake_done(monitor):
+                    if self.pubsub_endpoint.scheme == "tcp":
+                        tcp_failure(self.pubsub_endpoint, self.timeout)  # raises
         except TimeoutError:
             raise CallTimeout(
                 self.pubsub_endpoint.address,
@@ -139,6 +143,13 @@ class Link:
             future = self._pending.get(str(reply.get("id")))
             if future is not None and not future.done():
                 future.set_result(reply)
+
+
+async def _handshake_done(monitor: zmq.asyncio.Socket) -> bool:
+    """Whether the next report of ``monitor`` is a finished handshake (else
+    it is a failed attempt to connect)."""
+    frames = await monitor.recv_multipart()
+    return int.from_bytes(frames[0][:2], "little") == zmq.EVENT_HANDSHAKE_SUCCEEDED
 
 
 def _encode(message: dict[str, Any]) -> bytes:

@@ -17,7 +17,7 @@ import pytest
 import zmq
 import zmq.auth
 
-from tests.conftest import CIRCUSD, ServiceUser
+from tests.conftest import CIRCUSD, ServiceUser, call
 from tests.security.conftest import Intruder, audit_lines
 
 pytestmark = pytest.mark.root
@@ -117,6 +117,30 @@ def test_an_idle_connection_from_another_user_hides_nobody(
     assert reply["status"] == "ok", reply
     assert f"uid {intruder.uid}" in stranger["reason"], stranger
     assert request_as("root", endpoint, "status", name="w")["status"] == "active"
+
+
+def test_connections_closed_at_once_never_get_the_next_request_refused(
+    start_daemon, workdir
+):
+    """Reachability checks (connect, close) just before a request: circusd
+    lets them go once no request waits, so the request is still known."""
+    port = free_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    start_daemon(f"""
+        [circus]
+        endpoint = {endpoint}
+        pubsub_endpoint = ipc://{workdir}/pub.sock
+
+        [watcher:w]
+        cmd = sleep 300
+        """)
+    replies = []
+    for _ in range(30):
+        for _ in range(3):
+            socket.create_connection(("127.0.0.1", port)).close()
+        replies.append(call(endpoint, "status", name="w"))
+    refused = [r for r in replies if r.get("status") != "active"]
+    assert not refused, f"{len(refused)} of 30 refused: {refused[:2]}"
 
 
 def test_tcp_beyond_loopback_without_curve_is_a_config_error(start_daemon, workdir):

@@ -1,160 +1,203 @@
-"""TcpPeers: the uid behind a new loopback connection, from a fake socket
-table; it answers only when a single user is possible."""
+"""TcpPeers' reasoning: which connection a ZAP request may be about, from the
+connections a socket's monitor reported (a fake report source here; the
+real monitor is in test_tcp_accepts.py). It answers only when a single user
+is possible."""
 
 from __future__ import annotations
 
 import socket
 
-from circusd.control.auth import TcpPeers, _Entry
+from circusd.control.accepts import REMOTE, UNKNOWN, Connection, unseen
+from circusd.control.auth import TcpPeers
 
 HOST = socket.inet_aton("127.0.0.1")
-PORT = 5555
+ELSEWHERE = socket.inet_aton("192.0.2.7")
 
 
-class Table:
+class Reports:
+    """What a socket's monitor would have told: the connections open that
+    sent their greeting, and those gone since the last look."""
+
     def __init__(self) -> None:
-        self.entries: list[_Entry] = []
-        self._inode = 100
+        self.open: list[Connection] = []
+        self.gone: list[Connection] = []
 
-    def connect(
-        self,
-        uid: int,
-        port: int,
-        client_state: str = "01",
-        received: int | None = None,
-    ) -> int:
-        """A client of ``uid`` on ``port`` (``received``: bytes the server end
-        got, when the kernel tells); returns the server end's inode."""
-        self._inode += 2
-        server = (HOST, PORT)
-        client = (HOST, port)
-        self.entries.append(_Entry(server, client, "01", 0, self._inode, received))
-        client_inode = 0 if client_state == "06" else self._inode + 1
-        self.entries.append(_Entry(client, server, client_state, uid, client_inode))
-        return self._inode
+    def connect(self, uid: int, host: bytes = HOST) -> Connection:
+        connection = Connection((host, uid))
+        self.open.append(connection)
+        return connection
 
-    def close(self, inode: int) -> None:
-        server = next(e for e in self.entries if e.inode == inode)
-        self.entries = [
-            e for e in self.entries
-            if e is not server and (e.local, e.remote) != (server.remote, server.local)
-        ]  # fmt: skip
+    def close(self, connection: Connection) -> None:
+        self.open.remove(connection)
+        self.gone.append(connection)
 
-    def __call__(self) -> list[_Entry]:
-        return list(self.entries)
+    def live(self) -> list[Connection]:
+        return list(self.open)
+
+    def update(self) -> list[Connection]:
+        gone, self.gone = self.gone, []
+        return gone
+
+    def close_all(self) -> None:
+        pass
 
 
-def peers(table: Table) -> TcpPeers:
-    tracker = TcpPeers(read_table=table)
-    tracker.listen(HOST, PORT)
+def peers(reports: Reports) -> TcpPeers:
+    tracker = TcpPeers()
+    tracker.add(reports)  # type: ignore[arg-type]
     return tracker
 
 
+def uid(tracker: TcpPeers, address: str = "127.0.0.1", **options) -> int | None:
+    return tracker.identify(address, insecure=False, **options).uid
+
+
 def test_a_single_connection_is_its_clients_uid():
-    table = Table()
-    table.connect(1001, 40001)
-    assert peers(table).identify("127.0.0.1", insecure=False).uid == 1001
+    reports = Reports()
+    reports.connect(1001)
+    assert uid(peers(reports)) == 1001
 
 
 def test_two_users_connecting_at_once_are_not_guessed():
-    table = Table()
-    table.connect(1001, 40001)
-    table.connect(0, 40002)
-    assert peers(table).identify("127.0.0.1", insecure=False).uid is None
+    reports = Reports()
+    reports.connect(1001)
+    reports.connect(0)
+    assert uid(peers(reports)) is None
 
 
 def test_answered_connections_do_not_make_new_ones_ambiguous():
-    table = Table()
-    tracker = peers(table)
-    table.connect(1001, 40001)
-    assert tracker.identify("127.0.0.1", insecure=False).uid == 1001
-    table.connect(0, 40002)  # the 1001 connection is still open
-    assert tracker.identify("127.0.0.1", insecure=False).uid == 0
-    table.connect(1001, 40003)
-    assert tracker.identify("127.0.0.1", insecure=False).uid == 1001
+    reports = Reports()
+    tracker = peers(reports)
+    reports.connect(1001)
+    assert uid(tracker) == 1001
+    reports.connect(0)  # the 1001 connection is still open
+    assert uid(tracker) == 0
+    reports.connect(1001)
+    assert uid(tracker) == 1001
 
 
 def test_a_closed_connection_never_vouches_for_a_new_one():
-    table = Table()
-    tracker = peers(table)
-    first = table.connect(1001, 40001)
-    assert tracker.identify("127.0.0.1", insecure=False).uid == 1001
-    table.close(first)
-    table.connect(1001, 40002)  # pending
-    table.connect(0, 40003)  # pending
-    assert tracker.identify("127.0.0.1", insecure=False).uid is None
+    reports = Reports()
+    tracker = peers(reports)
+    first = reports.connect(1001)
+    assert uid(tracker) == 1001
+    reports.close(first)
+    reports.connect(1001)  # pending
+    reports.connect(0)  # pending
+    assert uid(tracker) is None
+    tracker.settled()
+    assert uid(tracker) is None  # still two users waiting
 
 
-def test_a_client_end_in_time_wait_is_not_trusted():
-    table = Table()
-    table.connect(0, 40001, client_state="06")
-    caller = peers(table).identify("127.0.0.1", insecure=False)
-    assert caller.uid is None
+def test_a_connection_of_a_user_not_known_is_not_trusted():
+    reports = Reports()
+    reports.connect(UNKNOWN)  # its client's end was gone (time-wait) when seen
+    assert uid(peers(reports)) is None
 
 
 def test_peer_on_another_host_is_anonymous_unless_declared_insecure():
-    table = Table()
-    remote = (socket.inet_aton("192.0.2.7"), 40001)
-    table.entries.append(_Entry((HOST, PORT), remote, "01", 0, 500))
-    tracker = peers(table)
-    assert tracker.identify("192.0.2.7", insecure=False).uid is None
-    table.entries.append(_Entry((HOST, PORT), (remote[0], 40002), "01", 0, 502))
+    reports = Reports()
+    reports.connect(REMOTE, ELSEWHERE)
+    tracker = peers(reports)
+    assert uid(tracker, "192.0.2.7") is None
+    reports.connect(REMOTE, ELSEWHERE)
     assert tracker.identify("192.0.2.7", insecure=True).anonymous_network
 
 
-def test_a_connection_that_sent_no_greeting_yet_hides_nobody():
-    table = Table()
-    table.connect(1002, 40001, received=0)  # held open by another user
-    table.connect(1002, 40002, received=10)  # half a greeting
-    table.connect(1001, 40003, received=90)  # greeting and READY: being asked
-    assert peers(table).identify("127.0.0.1", insecure=False).uid == 1001
+def test_connections_from_other_addresses_do_not_count():
+    reports = Reports()
+    reports.connect(REMOTE, ELSEWHERE)
+    reports.connect(1001)
+    assert uid(peers(reports)) == 1001
 
 
 def test_a_connection_its_client_closed_keeps_its_user():
     # Circus's circusctl opens a DEALER to the event stream beside its SUB;
-    # the DEALER is dropped after its handshake and closes first, leaving
-    # the server end in CLOSE_WAIT while the SUB is asked about.
-    table = Table()
-    tracker = peers(table)
-    dealer = table.connect(0, 40001)
-    assert tracker.identify("127.0.0.1", insecure=False).uid == 0
-    client = next(e for e in table.entries if e.local == (HOST, 40001))
-    table.entries.remove(client)
-    server = next(e for e in table.entries if e.inode == dealer)
-    table.entries[table.entries.index(server)] = _Entry(
-        server.local, server.remote, "08", 0, dealer
-    )
-    table.connect(0, 40002)
-    assert tracker.identify("127.0.0.1", insecure=False).uid == 0
+    # the DEALER is dropped after its handshake and closes first, while the
+    # SUB is asked about.
+    reports = Reports()
+    tracker = peers(reports)
+    dealer = reports.connect(0)
+    assert uid(tracker) == 0
+    reports.close(dealer)
+    reports.connect(0)
+    assert uid(tracker) == 0
 
 
-def test_a_connection_closed_by_its_client_before_it_was_asked_hides_nobody():
-    table = Table()
-    table.entries.append(_Entry((HOST, PORT), (HOST, 40001), "08", 0, 700))
-    table.connect(1001, 40002)
-    assert peers(table).identify("127.0.0.1", insecure=False).uid == 1001
+def test_a_connection_never_seen_keeps_everyone_unidentified_until_settled():
+    # Mallory's first connection greeted and was reset before circusd could
+    # read its owner: the request waiting may be about it, or about her
+    # second connection.
+    reports = Reports()
+    tracker = peers(reports)
+    mystery = unseen()
+    reports.open.append(mystery)
+    reports.close(mystery)
+    reports.connect(1001)
+    assert uid(tracker) is None  # about the one gone, or the one open
+    reports.connect(0)
+    assert uid(tracker) is None  # root's and hers are both possible
+    tracker.settled()
+    assert uid(tracker) is None  # still: one of the two answers was about root's
+
+
+def test_refused_connections_still_open_do_not_hide_a_later_one():
+    # Two users at the same moment are both refused; they stay connected.
+    # Each answer was about one of them, so a third connection is known.
+    reports = Reports()
+    tracker = peers(reports)
+    reports.connect(1003)
+    reports.connect(0)
+    assert uid(tracker) is None
+    assert uid(tracker) is None
+    reports.connect(0)
+    assert uid(tracker) == 0
+    reports.connect(1003)
+    assert uid(tracker) == 1003
+
+
+def test_an_answer_about_one_of_two_same_user_connections_pins_neither():
+    reports = Reports()
+    tracker = peers(reports)
+    reports.connect(0)
+    reports.connect(0)
+    assert uid(tracker) == 0  # about one of them, not known which
+    reports.connect(1001)
+    assert uid(tracker) is None  # the other root one, or the new one
+    assert uid(tracker) is None  # the last: the two answers leave 0 or 1001
+    reports.connect(1001)
+    assert uid(tracker) == 1001  # every other connection has had its answer
+
+
+def test_a_gone_connection_takes_one_answer_with_it():
+    reports = Reports()
+    tracker = peers(reports)
+    first = reports.connect(1003)
+    reports.connect(0)
+    assert uid(tracker) is None
+    assert uid(tracker) is None
+    reports.close(first)
+    tracker.settled()
+    reports.connect(1003)
+    assert uid(tracker) == 1003  # the answer left was about the root one
 
 
 def test_two_readers_at_once_are_let_in_where_only_reading_is_asked_about():
-    table = Table()
-    tracker = peers(table)
-    table.connect(1001, 40001)
-    table.connect(1002, 40002)
+    reports = Reports()
+    tracker = peers(reports)
+    reports.connect(1001)
+    reports.connect(1002)
     readers = {1001, 1002}
 
     def reader(caller):
         return caller.uid in readers
 
-    first = tracker.identify("127.0.0.1", insecure=False, enough=reader)
-    second = tracker.identify("127.0.0.1", insecure=False, enough=reader)
-    assert {first.uid, second.uid} == readers
+    assert uid(tracker, enough=reader) in readers
+    assert uid(tracker, enough=reader) in readers
 
 
 def test_a_reader_and_a_stranger_at_once_are_still_not_guessed():
-    table = Table()
-    table.connect(1001, 40001)
-    table.connect(1003, 40002)
-    caller = peers(table).identify(
-        "127.0.0.1", insecure=False, enough=lambda c: c.uid == 1001
-    )
-    assert caller.uid is None
+    reports = Reports()
+    reports.connect(1001)
+    reports.connect(1003)
+    assert uid(peers(reports), enough=lambda c: c.uid == 1001) is None
