@@ -19,6 +19,7 @@ counting it until none is). One seen to go without a greeting never counts.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import socket
@@ -101,9 +102,13 @@ class Accepts:
         sock: zmq.Socket[Any],
         ours: Callable[[Address], bool],
         find: Callable[[Address, Address], _Entry | None],
+        greetings: bool = True,
     ) -> None:
+        """``greetings``: whether to tell which connections sent theirs
+        (``live``), which keeps a descriptor of each until it has."""
         self._ours = ours
         self._find = find
+        self._greetings = greetings
         endpoint = f"inproc://circusd-accepts-{secrets.token_hex(8)}"
         sock.monitor(endpoint, EVENTS)
         pair = sock.context.socket(zmq.PAIR)
@@ -156,7 +161,7 @@ class Accepts:
 
     def _drain(self) -> list[tuple[bool, int]]:
         events: list[tuple[bool, int]] = []
-        while self._events.poll(0):
+        while int(self._events.getsockopt(zmq.EVENTS)) & zmq.POLLIN:  # cheapest ask
             frames = self._events.recv_multipart()
             event = int.from_bytes(frames[0][:2], "little")
             fd = int.from_bytes(frames[0][2:6], "little", signed=True)
@@ -180,13 +185,17 @@ class Accepts:
             sock.close()
             return _Tracked(unseen(), None)
         client = self._find(remote, local)
-        if client is None:
-            uid = REMOTE
-        elif not client.inode:  # closed (time-wait, orphaned): nobody owns it
-            uid = UNKNOWN
-        else:
+        if client is not None and client.inode:
             uid = client.uid
-        tracked = _Tracked(Connection((remote[0], uid), local, remote), sock)
+        elif client is None and not _same_host(remote[0], local[0]):
+            uid = REMOTE
+        else:  # closed (time-wait, orphaned, reset): nobody owns it
+            uid = UNKNOWN
+        connection = Connection((remote[0], uid), local, remote)
+        if not self._greetings:
+            sock.close()
+            return _Tracked(connection, None)
+        tracked = _Tracked(connection, sock)
         tracked.check()
         return tracked
 
@@ -195,6 +204,12 @@ class Accepts:
             tracked.let_go()
         self._by_fd.clear()
         self.reports.close()
+
+
+def _same_host(peer: bytes, ours: bytes) -> bool:
+    """Whether ``peer`` is this host: a loopback address, or the address of
+    our own end (a local user connecting to one of the host's addresses)."""
+    return peer == ours or ipaddress.ip_address(peer).is_loopback
 
 
 def _packed(family: int, address: Any) -> Address:

@@ -208,7 +208,10 @@ class TcpPeers:
     certain. A socket that is not watched has no caller known over tcp.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tickets: bool = False) -> None:
+        """``tickets``: the connections are identified by ticket (``ticket``,
+        ``redeem``) rather than by ``identify``."""
+        self._tickets_only = tickets
         self._listening: list[Address] = []
         self._answers: list[set[Connection]] = []  # what each may have been about
         self._accepts: list[Accepts] = []
@@ -224,7 +227,7 @@ class TcpPeers:
 
     def watch(self, sock: zmq.Socket[Any]) -> None:
         """Follow the connections ``sock`` accepts; call before binding it."""
-        self.add(Accepts(sock, self._ours, self._find))
+        self.add(Accepts(sock, self._ours, self._find, not self._tickets_only))
 
     def add(self, accepts: Accepts) -> None:
         """Follow the connections that ``accepts`` reports."""
@@ -326,7 +329,9 @@ class TcpPeers:
         if issued is None:
             return Caller(None, transport="tcp", detail="ticket unknown")
         serials, address = issued
-        self.update()
+        # No update: the reports read so far are all that matter. If the
+        # descriptor was reused and that is not read yet, the connection
+        # shown is still the one the message came from.
         for accepts, serial in zip(self._accepts, serials, strict=True):
             found = accepts.on(fd)
             if found is not None and found[0] <= serial:
@@ -541,7 +546,7 @@ class Guard:
         check_endpoints(circus)
         self.circus = circus
         self.identities = Identities()
-        self.tcp_peers = TcpPeers()
+        self.tcp_peers = TcpPeers(tickets=True)
         self.owner_uid = owner_uid(circus.endpoint_owner)
         self.readonly_gid = (
             group_id(circus.readonly_group) if circus.readonly_group else None

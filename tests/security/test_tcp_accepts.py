@@ -26,14 +26,14 @@ class Server:
     """A ROUTER bound on tcp with a ZAP domain; the test answers its ZAP
     requests with ``TcpPeers.identify``, as circusd's handler does."""
 
-    def __init__(self) -> None:
+    def __init__(self, tickets: bool = False) -> None:
         self.context = zmq.Context()
         self.zap = self.context.socket(zmq.REP)
         self.zap.bind(ZAP_ENDPOINT)
         self.router = self.context.socket(zmq.ROUTER)
         self.router.zap_domain = b"test"
         self.router.ipv6 = True
-        self.peers = TcpPeers()
+        self.peers = TcpPeers(tickets)
         self.peers.watch(self.router)
         self.ports: list[int] = []
 
@@ -248,7 +248,7 @@ def test_users_connecting_at_the_same_moment_are_each_known(
 ):
     """A ticket is redeemed by the connection's own first message: two users
     whose connections are asked about at once are still told apart."""
-    server = TicketServer()
+    server = TicketServer(tickets=True)
     root = server.context.socket(zmq.DEALER)
     try:
         port = server.bind("127.0.0.1")
@@ -272,7 +272,7 @@ def test_a_message_read_after_its_descriptor_was_reused_is_not_anyones(
 ):
     """The other user sends and goes; root connects and may get the same
     descriptor before the message is read: the message is not root's."""
-    server = TicketServer()
+    server = TicketServer(tickets=True)
     root = server.context.socket(zmq.DEALER)
     try:
         port = server.bind("127.0.0.1")

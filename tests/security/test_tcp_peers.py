@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import socket
 
-from circusd.control.accepts import REMOTE, UNKNOWN, Connection, unseen
+from circusd.control.accepts import REMOTE, UNKNOWN, Connection, _same_host, unseen
 from circusd.control.auth import TcpPeers
 
 HOST = socket.inet_aton("127.0.0.1")
@@ -201,3 +201,14 @@ def test_a_reader_and_a_stranger_at_once_are_still_not_guessed():
     reports.connect(1001)
     reports.connect(1003)
     assert uid(peers(reports), enough=lambda c: c.uid == 1001) is None
+
+
+def test_a_local_client_gone_before_it_was_looked_up_is_not_from_another_host():
+    # With insecure_tcp, a peer on another host gets every right: a local
+    # client whose end had vanished by the lookup must not pass for one.
+    loopback6 = socket.inet_pton(socket.AF_INET6, "::1")
+    ours = socket.inet_aton("10.0.0.5")
+    assert _same_host(HOST, ours)
+    assert _same_host(loopback6, ours)
+    assert _same_host(ours, ours)  # a local user connecting to 10.0.0.5
+    assert not _same_host(ELSEWHERE, ours)

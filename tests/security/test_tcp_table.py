@@ -11,7 +11,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from circusd.control.auth import TcpPeers
 from circusd.control.tcp_diag import GREETING, _diag_table, _proc_table
 from tests.conftest import ServiceUser
 
@@ -109,16 +108,3 @@ def test_the_proc_fallback_reads_the_same_connections(three_clients):
 
     assert len(ours(_diag_table())) == 6
     assert ours(_diag_table()) == ours(_proc_table())
-
-
-def test_each_family_identifies_the_real_user(three_clients, test_user: ServiceUser):
-    _, ports = three_clients
-    for host, port, address in zip(
-        (LOOPBACK_V4, LOOPBACK_V6, bytes(16)),
-        ports,
-        ("127.0.0.1", "::1", "127.0.0.1"),
-        strict=True,
-    ):
-        peers = TcpPeers()
-        peers.listen(host, port)
-        assert peers.identify(address, insecure=False).uid == test_user.uid

@@ -1,0 +1,86 @@
+"""What identifying a new loopback tcp caller costs circusd.
+
+    .venv/bin/python bench/tcp_callers.py [--connections 300] [--rounds 3]
+
+A real ROUTER socket on loopback tcp, with ZAP answered as circusd's control
+socket answers it (``circusd.control.auth.TcpPeers``: the monitor's report
+of the accepted connection is read and its owner looked up, the ZAP request
+gets a ticket, the first message redeems it). Each connection is a fresh
+DEALER that sends one message. Timed per connection: the work circusd does
+for it on those three steps, nothing else (the handshake's round trips and
+libzmq's own work are the same with or without identification).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import time
+
+import zmq
+
+from circusd.control.auth import ZAP_ENDPOINT, TcpPeers
+
+
+def one_round(connections: int) -> list[float]:
+    context = zmq.Context()
+    zap = context.socket(zmq.REP)
+    zap.bind(ZAP_ENDPOINT)
+    router = context.socket(zmq.ROUTER)
+    router.zap_domain = b"bench"
+    peers = TcpPeers(tickets=True)
+    peers.watch(router)
+    router.bind("tcp://127.0.0.1:0")
+    port = int(router.last_endpoint.decode().rsplit(":", 1)[1])
+    peers.listen(socket.inet_aton("127.0.0.1"), port)
+    (reports,) = peers.reports()
+    samples = []
+    try:
+        for _ in range(connections):
+            dealer = context.socket(zmq.DEALER)
+            dealer.linger = 0
+            dealer.connect(f"tcp://127.0.0.1:{port}")
+            dealer.send(b"status")
+            assert reports.poll(5000), "no report of the connection"
+            start = time.perf_counter()
+            peers.update()
+            spent = time.perf_counter() - start
+            assert zap.poll(5000), "no ZAP request"
+            request = zap.recv_multipart()
+            start = time.perf_counter()
+            ticket = peers.ticket(request[3].decode())
+            spent += time.perf_counter() - start
+            zap.send_multipart([b"1.0", request[1], b"200", b"OK", b"%d" % ticket, b""])
+            assert router.poll(5000), "no message"
+            frame = router.recv_multipart(copy=False)[-1]
+            start = time.perf_counter()
+            caller = peers.redeem(ticket, frame.get(zmq.SRCFD), insecure=False)
+            spent += time.perf_counter() - start
+            assert caller.uid == os.geteuid(), caller
+            samples.append(spent)
+            dealer.close()
+    finally:
+        peers.close()
+        context.destroy(linger=0)
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connections", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    for number in range(1, args.rounds + 1):
+        samples = sorted(one_round(args.connections))
+        median = statistics.median(samples) * 1e3
+        p90 = samples[int(len(samples) * 0.9)] * 1e3
+        print(
+            f"round {number}: {len(samples)} new connections, identifying each "
+            f"took median {median:.3f} ms, p90 {p90:.3f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()
