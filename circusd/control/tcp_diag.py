@@ -151,9 +151,9 @@ class Lookup:
         netlink = self._socket()
         self._sequence = (self._sequence + 1) & 0xFFFFFFFF
         family = socket.AF_INET if len(local[0]) == 4 else socket.AF_INET6
-        request = struct.pack(
-            "=BBBBI", family, socket.IPPROTO_TCP, 1 << (_INFO - 1), 0, 0xFFFFFFFF
-        )
+        # (no extension asked for: the owner and inode are in the reply's
+        # fixed part, and tcp_info would double what the kernel sends)
+        request = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF)
         request += struct.pack(">HH", local[1], remote[1])
         request += local[0].ljust(16, b"\0") + remote[0].ljust(16, b"\0")
         request += struct.pack("=III", 0, _NO_COOKIE, _NO_COOKIE)
