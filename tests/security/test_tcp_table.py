@@ -97,13 +97,14 @@ def test_one_sock_diag_dump_holds_ipv4_ipv6_and_mapped_clients(
 
 
 def test_the_proc_fallback_reads_the_same_connections(three_clients):
-    client_ports, _ = three_clients
+    client_ports, server_ports = three_clients
+    pairs = set(zip(client_ports, server_ports, strict=True))
 
-    def ours(entries):
+    def ours(entries):  # (not another test's connection in time-wait)
         return sorted(
             (e.local, e.remote, e.state, e.uid, e.inode)
             for e in entries
-            if e.local[1] in client_ports or e.remote[1] in client_ports
+            if {(e.local[1], e.remote[1]), (e.remote[1], e.local[1])} & pairs
         )
 
     assert len(ours(_diag_table())) == 6
