@@ -9,7 +9,6 @@ import logging
 import os
 import resource
 import shlex
-import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -20,7 +19,13 @@ from circusd.config.interpolate import spawn_text
 from circusd.config.model import WatcherConfig
 from circusd.config.options import CAPABILITY_NAMES, watcher_options_dict
 from circusd.errors import SpawnError, ValueProblem
-from circusd.users import KEEP, Identity, enter_problem, user_environment
+from circusd.users import (
+    KEEP,
+    Identity,
+    enter_problem,
+    may_execute,
+    user_environment,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,13 +153,19 @@ def _limit(value: int) -> str:
 
 
 def _resolve_program(
-    argv: list[str], env: Mapping[str, str], executable: str | None
+    argv: list[str], env: Mapping[str, str], executable: str | None, user: Identity
 ) -> str:
+    """The file a bare program name stands for: the first in PATH that
+    ``user`` may execute, as execvp would find it, but only in absolute
+    directories (a relative one, or an empty entry, would be taken from the
+    child's working directory, which its owner may fill)."""
     program = executable or argv[0]
     if "/" in program:
         return program
     path = env.get("PATH", os.defpath)
-    found = shutil.which(program, path=path)
+    directories = [d for d in path.split(os.pathsep) if os.path.isabs(d)]
+    candidates = (os.path.join(d, program) for d in directories)
+    found = next((c for c in candidates if may_execute(user, c)), None)
     if found is None:
         # execve would take a bare name relative to the working directory,
         # which may hold a file planted by its owner: never fall back to it.
@@ -224,7 +235,7 @@ def spawn(request: SpawnRequest) -> Process:
     # fails here, with its name, and leaves nothing behind.
     argv_b = [_encode(f"argument {i}", arg) for i, arg in enumerate(argv)]
     env_b = [_encode(f"env {key}", f"{key}={value}") for key, value in env.items()]
-    program = _resolve_program(argv, env, config.executable)
+    program = _resolve_program(argv, env, config.executable, identity)
     program_b = _encode("the program", program)
     cwd = config.working_dir or _own_directory()
     cwd_b = _encode(_where(config, cwd), cwd)

@@ -141,6 +141,22 @@ def _search_problem(identity: Identity, path: str) -> str | None:
     return None
 
 
+def may_execute(identity: Identity, path: str) -> bool:
+    """Whether the user may execute the regular file ``path`` by its mode
+    (what execvp's search of PATH finds out by trying)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return False
+    if not stat.S_ISREG(info.st_mode):
+        return False
+    if identity.uid is None:
+        return os.access(path, os.X_OK)
+    if identity.uid == 0:
+        return bool(info.st_mode & 0o111)
+    return _allows(info, identity, _SEARCH)  # the execute bit
+
+
 def enter_problem(identity: Identity, path: str) -> str | None:
     """Why the user could not use ``path`` as its working directory."""
     return _search_problem(identity, path)

@@ -16,6 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from circusd.errors import SpawnError
+from circusd.process import _resolve_program
+from circusd.users import KEEP, Identity
 from tests.conftest import CIRCUSD, READY_TIMEOUT, ServiceUser, call, wait_for
 from tests.security.conftest import circusd_as_user, proc_status
 
@@ -467,3 +470,29 @@ def test_signals_glibc_reserves_are_not_left_ignored_in_children(start_daemon, w
     assert proc_status(daemon.process.pid)["SigIgn"] != "0" * 16
     status = proc_status(daemon.pids("w")[0])
     assert (status["SigIgn"], status["SigBlk"]) == ("0" * 16, "0" * 16)
+
+
+def test_path_search_skips_empty_and_relative_entries(tmp_path, monkeypatch):
+    """An empty PATH entry or a relative one means "the working directory"
+    to execvp: the child's, which its owner may fill. They are skipped."""
+    (tmp_path / "tool").write_text("#!/bin/sh\n")
+    (tmp_path / "tool").chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    for path in (":/nonexistent", ".:/nonexistent", "./:/nonexistent"):
+        with pytest.raises(SpawnError, match="not found in PATH"):
+            _resolve_program(["tool"], {"PATH": path}, None, KEEP)
+
+
+def test_path_search_finds_what_the_user_may_execute(tmp_path, test_user):
+    """As execvp does for the user, not as root would: a program in an
+    earlier PATH directory that only root may execute is passed over."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    for directory, mode in ((first, 0o700), (second, 0o755)):
+        directory.mkdir(mode=0o755)
+        program = directory / "tool"
+        program.write_text("#!/bin/sh\n")
+        program.chmod(mode)
+    user = Identity(test_user.uid, test_user.gid, (test_user.gid,))
+    env = {"PATH": f"{first}:{second}"}
+    assert _resolve_program(["tool"], env, None, user) == str(second / "tool")
+    assert _resolve_program(["tool"], env, None, KEEP) == str(first / "tool")
