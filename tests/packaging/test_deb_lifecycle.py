@@ -285,7 +285,10 @@ def test_circusctl_status_as_root_as_group_member_and_refused_for_others(box):
     assert stop.returncode == 3 and "permission denied" in stop.stderr, stop.stderr
     other = box.circusctl(OTHER, "status")
     assert other.returncode == 1, other.stdout
-    assert f"permission denied on {CONTROL}" in other.stderr
+    assert (
+        f"permission denied on {CONTROL} (owner root, group circus, mode 0660); "
+        "this user may not connect to it"
+    ) in other.stderr, other.stderr
 
 
 COMPLETE = (
