@@ -29,8 +29,8 @@ def test_a_user_refused_by_the_socket_mode_is_told_who_may_connect(
     assert mode & 0o006 == 0, oct(mode)  # the test needs a socket closed to others
 
     result = subprocess.run(
-        ["/usr/sbin/runuser", "-u", test_user.name, "--", "/usr/bin/python3", "-c", SCRIPT,
-         "--endpoint", daemon.endpoint, "status"],
+        ["/usr/sbin/runuser", "-u", test_user.name, "--",
+         "/usr/bin/python3", "-c", SCRIPT, "--endpoint", daemon.endpoint, "status"],
         capture_output=True,
         text=True,
         timeout=30,
