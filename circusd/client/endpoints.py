@@ -9,7 +9,9 @@ connection over SSH.
 from __future__ import annotations
 
 import errno
+import grp
 import os
+import pwd
 import socket
 import stat
 import uuid
@@ -136,10 +138,33 @@ def _probe_ipc(endpoint: Endpoint, timeout: float) -> None:
         probe_socket.settimeout(max(timeout, 0.001))
         try:
             probe_socket.connect(address)
+        except PermissionError:
+            raise DaemonUnreachable(
+                endpoint.address,
+                f"permission denied on {path} ({_access_text(path)})",
+                why="this user may not connect to it",
+            ) from None
         except OSError as exc:
             raise DaemonUnreachable(
                 endpoint.address, _connect_failure(exc, path)
             ) from None
+
+
+def _access_text(path: str) -> str:
+    """Who may connect to the socket at ``path``: its owner, group and mode."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return "its owner, group and mode cannot be read"
+    try:
+        owner = pwd.getpwuid(info.st_uid).pw_name
+    except KeyError:
+        owner = str(info.st_uid)
+    try:
+        group = grp.getgrgid(info.st_gid).gr_name
+    except KeyError:
+        group = str(info.st_gid)
+    return f"owner {owner}, group {group}, mode {stat.S_IMODE(info.st_mode):04o}"
 
 
 def tcp_failure(endpoint: Endpoint, timeout: float) -> None:

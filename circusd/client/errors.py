@@ -20,8 +20,8 @@ class InvalidEndpoint(CallError):
 class DaemonUnreachable(CallError):
     """Nothing answered on the endpoint: no socket, refused, or no reply in time."""
 
-    def __init__(self, endpoint: str, detail: str) -> None:
-        super().__init__(f"cannot reach {endpoint}: {detail}; {_NOT_RUNNING}")
+    def __init__(self, endpoint: str, detail: str, why: str = _NOT_RUNNING) -> None:
+        super().__init__(f"cannot reach {endpoint}: {detail}; {why}")
         self.endpoint = endpoint
         self.detail = detail
 

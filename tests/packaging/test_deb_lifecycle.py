@@ -6,7 +6,8 @@ so that apt must install them again, from the host's apt cache, as the
 package's dependencies: nothing comes from pip. The tests then run in order
 against that one container: install, circusctl as root, as a member of the
 group circus and as another user, a watcher dropped into
-/etc/circus/conf.d, reinstall, upgrade, remove and purge.
+/etc/circus/conf.d, circusd.socket enabled as docs/install.md says,
+reinstall, upgrade, remove and purge.
 """
 
 from __future__ import annotations
@@ -284,7 +285,10 @@ def test_circusctl_status_as_root_as_group_member_and_refused_for_others(box):
     assert stop.returncode == 3 and "permission denied" in stop.stderr, stop.stderr
     other = box.circusctl(OTHER, "status")
     assert other.returncode == 1, other.stdout
-    assert f"permission denied on {CONTROL}" in other.stderr
+    assert (
+        f"permission denied on {CONTROL} (owner root, group circus, mode 0660); "
+        "this user may not connect to it"
+    ) in other.stderr, other.stderr
 
 
 COMPLETE = (
@@ -318,6 +322,33 @@ def test_watcher_dropped_into_conf_d_is_started_by_reload(box):
     assert box.show("circusd", "MainPID") == main_pid
 
 
+def test_socket_unit_enabled_as_install_md_says_is_started_by_a_group_member(box):
+    """docs/install.md: stop circusd, enable circusd.socket, and the first
+    circusctl (here a member of the group circus, through the package's
+    drop-in) starts circusd on the socket systemd holds."""
+    box.systemctl("stop", "circusd")
+    box.systemctl("enable", "--now", "circusd.socket")
+    assert box.show("circusd", "ActiveState") == "inactive"
+    stat = box.run("stat", "-c", "%U %G %a", CONTROL).stdout.split()
+    assert stat == ["root", "circus", "660"]
+    member = box.circusctl(MEMBER, "status")
+    assert member.returncode == 0, member.stderr
+    assert box.show("circusd", "ActiveState") == "active"
+    wait_until(lambda: len(box.pids("web")) == 2, 10, "web on the activated daemon")
+    adopted = box.run(
+        "journalctl", "--no-pager", "-o", "cat", "-u", "circusd", "-n", "20"
+    ).stdout
+    assert "systemd passed fds=3:control" in adopted, adopted
+    other = box.circusctl(OTHER, "status")
+    assert f"permission denied on {CONTROL}" in other.stderr, other.stderr
+
+
+def socket_identity(box: PackageBox) -> tuple[str, str]:
+    """The held control socket's inode and when its unit last started."""
+    inode = box.run("stat", "-c", "%i", CONTROL).stdout.strip()
+    return inode, box.show("circusd.socket", "ActiveEnterTimestampMonotonic")
+
+
 def start_instance(box: PackageBox) -> str:
     box.write("/etc/circus/extra.ini", EXTRA_INI)
     box.systemctl("enable", "--now", "circusd@extra")
@@ -341,6 +372,7 @@ def test_upgrade_keeps_the_config_and_restarts_every_watcher_gracefully(box):
     main_pid = box.show("circusd", "MainPID")
     graceful = box.root / "var/lib/circusd-test/graceful"
     graceful.unlink(missing_ok=True)
+    held = socket_identity(box)
 
     new = box.builds[1].version
     result = box.apt("install", box.debs[new])
@@ -361,13 +393,17 @@ def test_upgrade_keeps_the_config_and_restarts_every_watcher_gracefully(box):
     after = wait_until(lambda: len(p := box.pids("web")) == 2 and p, 10, "web")
     assert not after & web
     assert box.show("circusd@extra", "MainPID") not in ("0", instance_pid)
+    # circusd.socket was neither stopped nor restarted: the same socket
+    # waited for the new daemon.
+    assert box.show("circusd.socket", "ActiveState") == "active"
+    assert socket_identity(box) == held
 
 
 def test_remove_stops_the_daemon_the_instances_and_every_watcher(box):
     assert len(marked_processes()) >= 4  # 2 web, graceful, extra
     box.apt("remove", "circusd")
     assert marked_processes() == []
-    for unit in ("circusd", "circusd@extra"):
+    for unit in ("circusd", "circusd@extra", "circusd.socket"):
         assert box.show(unit, "ActiveState") == "inactive"
     assert box.run("test", "-e", "/run/circus", check=False).returncode == 1
     assert box.read("/etc/circus/circusd.ini")  # remove keeps the config

@@ -15,7 +15,7 @@ from circusd.cli import httpd
 from circusd.cli.circusctl import cli
 from circusd.cli.daemon import make_parser
 from tests.conftest import REPO
-from tests.packaging.conftest import DEBIAN_PATH, Build
+from tests.packaging.conftest import BUILD_TIMEOUT, DEBIAN_PATH, Build
 
 RUNTIME = (
     "python3-zmq",
@@ -54,6 +54,37 @@ def test_lintian_pedantic_reports_nothing_but_overrides_with_reasons(package, ca
     with capsys.disabled():
         print(f"\nbuilt circusd {package.version} in {package.seconds:.1f} s")
     assert result.returncode == 0 and output == [], "\n".join(output)
+
+
+def test_make_deb_builds_from_a_fresh_clone_and_leaves_it_clean(package, tmp_path):
+    """`make deb` as docs/install.md says, in a clone of the committed tree,
+    with nothing but Debian's PATH: no venv, no earlier build."""
+    clone = tmp_path / "circusd"
+    subprocess.run(
+        ["git", "clone", "--quiet", str(REPO), str(clone)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    result = subprocess.run(
+        ["make", "deb"],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT,
+        env={"PATH": DEBIAN_PATH, "HOME": str(tmp_path), "LC_ALL": "C.UTF-8"},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (clone / "dist" / package.deb.name).is_file()
+    left = subprocess.run(
+        ["git", "status", "--porcelain", "--ignored"],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    assert left == "!! dist/\n", left
 
 
 def test_every_lintian_override_gives_its_reason():
