@@ -86,3 +86,18 @@ def test_tiny_run_prints_a_table_and_writes_json_for_every_scenario(
         for name in [*daemons[1:], "floor"]:
             value = row["values"][name]
             assert value is None or value == "error" or isinstance(value, int | float)
+
+
+def test_tcp_callers_bench_identifies_and_times_every_connection():
+    """bench/tcp_callers.py at a tiny size: each connection is identified
+    as this test's user (the bench asserts it) and both figures print."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "tcp_callers.py")]
+        + ["--connections", "5", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "identifying each took median" in done.stdout, done.stdout
+    assert "added" in done.stdout, done.stdout
