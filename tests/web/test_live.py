@@ -84,8 +84,8 @@ def test_statistics_reach_the_charts_of_the_open_pages(http, daemon, console) ->
 def test_a_page_opened_later_gets_the_history(http) -> None:
     stream = EventStream(http, "/events?watcher=web")
     try:
-        stream.until("stat")
-        stream.until("stat")
+        # A tick sends each process's sample, then the watcher's total.
+        stream.until("stat", lambda sample: sample["pid"] is None)
     finally:
         stream.close()
     later = EventStream(http, "/events?watcher=web")
