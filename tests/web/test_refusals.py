@@ -17,6 +17,7 @@ from tests.web.conftest import (
     READER_PASSWORD,
     Reader,
     both_flavours,
+    certificate,
     status,
 )
 
@@ -393,22 +394,8 @@ def test_x_forwarded_headers_count_from_a_trusted_proxy(proxied) -> None:
     assert reply.headers["Strict-Transport-Security"].startswith("max-age=")
 
 
-def _certificate(directory: Path) -> tuple[Path, Path]:
-    import subprocess
-
-    cert, key = directory / "console.pem", directory / "console.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    key.chmod(0o644)  # the console's user must read it
-    return cert, key
-
-
 def test_behind_tls_the_cookie_is_secure(start_console, daemon, workdir: Path) -> None:
-    cert, key = _certificate(workdir)
+    cert, key = certificate(workdir)
     console = start_console(
         daemon, None, "--certfile", str(cert), "--keyfile", str(key)
     )
