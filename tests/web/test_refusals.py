@@ -207,12 +207,23 @@ def test_back_never_leaves_the_console(console) -> None:
 # -- read-only users -------------------------------------------------------------------
 
 
+ACTIONS = [
+    ("start", {}),
+    ("stop", {}),
+    ("restart", {}),
+    ("reload", {}),
+    ("incr", {}),
+    ("decr", {}),
+    ("signal", {"signum": "HUP"}),
+]
+
+
 @pytest.mark.root
 def test_a_read_only_circusd_policy_refusal_is_shown(
     start_daemon, start_console, workdir: Path, reader: Reader
 ) -> None:
     """The console runs as a member of readonly_group: circusd lets it look
-    and refuses every action, and the page says why."""
+    and refuses every action, each with its reason on the page."""
     daemon = start_daemon(
         f"[circus]\nendpoint = ipc://{workdir}/ctl.sock\n"
         f"pubsub_endpoint = ipc://{workdir}/pub.sock\n"
@@ -226,11 +237,14 @@ def test_a_read_only_circusd_policy_refusal_is_shown(
         assert stream.until("stat")["watcher"] == "web"  # and see the charts
     finally:
         stream.close()
-    reply = http.act("web", "stop")
-    assert reply.status == 403
-    message = reply.json()["message"]
-    assert message.startswith("circusd refused stop on web: permission denied: ")
-    assert f"you are {reader.name} (uid {reader.uid})" in message
+    for action, fields in ACTIONS:
+        reply = http.act("web", action, **fields)
+        assert reply.status == 403, (action, reply.body)
+        message = reply.json()["message"]
+        assert message.startswith(
+            f"circusd refused {action} on web: permission denied: '{action}' needs "
+        )
+        assert f"you are {reader.name} (uid {reader.uid})" in message
     token = http.csrf("/")
     reply = http.post(
         "/watchers/web/stop", {"csrf": token, "back": "/"}, headers=http.same_origin()
