@@ -167,6 +167,19 @@ def test_an_action_from_the_page_is_done(console, daemon) -> None:
     wait_for(lambda: len(daemon.pids("web")) == 2, what="web to start again")
     assert http.act("web", "incr").status == 200
     wait_for(lambda: len(daemon.pids("web")) == 3, what="a third process")
+    for action in ("restart", "reload"):
+        before = set(daemon.pids("web"))
+        reply = http.act("web", action)
+        assert reply.json() == {
+            "ok": True,
+            "message": f"circusd accepted {action} on web",
+        }
+        wait_for(
+            lambda: (
+                len(daemon.pids("web")) == 3 and not before & set(daemon.pids("web"))
+            ),
+            what=f"three new processes after {action}",
+        )
 
 
 def test_a_form_post_without_script_comes_back_with_a_notice(console, daemon) -> None:
