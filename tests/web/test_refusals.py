@@ -174,12 +174,12 @@ def test_an_action_from_the_page_is_done(console, daemon) -> None:
             "ok": True,
             "message": f"circusd accepted {action} on web",
         }
-        wait_for(
-            lambda: (
-                len(daemon.pids("web")) == 3 and not before & set(daemon.pids("web"))
-            ),
-            what=f"three new processes after {action}",
-        )
+
+        def replaced(old: set[int] = before) -> bool:
+            pids = set(daemon.pids("web"))
+            return len(pids) == 3 and not old & pids
+
+        wait_for(replaced, what=f"three new processes after {action}")
 
 
 def test_a_form_post_without_script_comes_back_with_a_notice(console, daemon) -> None:
