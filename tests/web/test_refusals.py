@@ -498,6 +498,38 @@ def test_adduser_reads_the_password_from_stdin_never_argv(
     assert console.http().login("bob", "a long enough password").status == 303
 
 
+def test_user_commands_add_read_only_users_replace_and_remove(workdir: Path) -> None:
+    import subprocess
+    import sys
+
+    from circusd.web.passwords import Role, UserStore
+
+    path = str(workdir / "cli.users")
+
+    def users(*args: str, password: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "circusd.web", *args],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    added = users("adduser", "--users", path, "--read-only", "rita", password="p" * 12)
+    assert added.returncode == 0, added.stderr
+    assert added.stdout == f"added rita (read) in {path}\n"
+    again = users("adduser", "--users", path, "rita", password="q" * 12)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    replaced = users("adduser", "--users", path, "--replace", "rita", password="q" * 12)
+    assert replaced.returncode == 0, replaced.stderr
+    rita = UserStore(path).get("rita")
+    assert rita is not None and rita.role is Role.OPERATE
+    assert users("deluser", "--users", path, "rita").returncode == 0
+    assert UserStore(path).get("rita") is None
+    gone = users("deluser", "--users", path, "rita")
+    assert gone.returncode == 1 and "no user 'rita'" in gone.stderr
+
+
 @pytest.mark.root
 def test_the_owner_console_acts_as_the_endpoint_owner(
     start_console, daemon, test_user: ServiceUser
