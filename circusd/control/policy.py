@@ -127,7 +127,8 @@ class Policy:
         kind = kind_of(command, props)
         if self.is_admin(caller):
             return kind
-        what = "restart without a name" if command == "restart" else command
+        named = command != "restart" or kind is not Kind.ADMIN
+        what = command if named else "restart without a name"
         if kind is Kind.READ and self.may_read(caller):
             return kind
         if kind in (Kind.OPERATE, Kind.CHANGE) and self.is_owner(caller):

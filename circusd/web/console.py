@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
+import pwd
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from circusd.client import CallError, ReplyError
+from circusd.client import CallError, InvalidEndpoint, ReplyError, parse_endpoint
 from circusd.client.events import Event
+from circusd.config import checks
 from circusd.web.hub import Changed, Hub, Problem, Stat
 from circusd.web.link import RETRY_FIRST, RETRY_LONGEST, DaemonLink, Feed
-from circusd.web.model import Model, topic_name
+from circusd.web.model import Model, no_uid, topic_name
 from circusd.web.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,7 +39,7 @@ class Console:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.link = DaemonLink(settings.endpoint, settings.timeout)
-        self.model = Model()
+        self.model = Model(uid_of=local_uid if is_local(settings.endpoint) else no_uid)
         self.hub = Hub()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wanted: set[str] | None = set()  # None: every watcher
@@ -252,6 +255,28 @@ class Console:
         name = properties.get("name")
         self.request({name} if isinstance(name, str) else None)
         return reply
+
+
+def is_local(endpoint: str) -> bool:
+    """Whether circusd runs on this host, so that its user names mean what
+    they mean here."""
+    try:
+        parsed = parse_endpoint(endpoint)
+    except InvalidEndpoint:
+        return False
+    return parsed.scheme == "ipc" or checks.is_loopback(parsed.host)
+
+
+@functools.lru_cache(maxsize=256)
+def local_uid(name: str) -> int | None:
+    """The number of a user name; circusd reports a user without a name by
+    its number already."""
+    if name.isdecimal():
+        return int(name)
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None
 
 
 def _report_failure(task: asyncio.Task[Any]) -> None:

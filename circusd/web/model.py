@@ -48,6 +48,7 @@ class ProcessView:
     pid: int
     wid: int | None = None
     user: str = ""
+    uid: int | None = None  # the user's number, when the console can tell
     cpu: float | None = None
     mem: float | None = None  # percent of the host's memory
     rss: float | None = None  # bytes
@@ -134,9 +135,20 @@ class Sample:
         }
 
 
+def no_uid(name: str) -> int | None:
+    return None
+
+
 class Model:
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        uid_of: Callable[[str], int | None] = no_uid,
+    ) -> None:
+        """``uid_of``: a process's user number from the user name circusd
+        reports (its stats carry no number, as in Circus)."""
         self.clock = clock
+        self.uid_of = uid_of
         self.watchers: dict[str, WatcherView] = {}
         self.history: dict[str, deque[Point]] = {}
         self.problem: str | None = None  # why circusd cannot be reached
@@ -204,6 +216,8 @@ class Model:
     ) -> None:
         view.status, view.reason, view.target = status, reason, target
         view.set_processes(info, self.clock())
+        for process in view.processes.values():
+            process.uid = self.uid_of(process.user) if process.user else None
 
     def _forget_history(self, views: Iterable[WatcherView]) -> None:
         alive = set()
@@ -270,7 +284,8 @@ class Model:
                 {"name": v.name, "status": v.status, "reason": v.reason,
                  "numprocesses": v.target, "cpu": v.cpu, "mem": v.mem, "rss": v.rss,
                  "processes": [
-                     {"pid": p.pid, "wid": p.wid, "user": p.user, "cpu": p.cpu,
+                     {"pid": p.pid, "wid": p.wid, "user": p.user, "uid": p.uid,
+                      "cpu": p.cpu,
                       "mem": p.mem, "rss": p.rss, "age": p.age_now(now)}
                      for p in v.processes.values()
                  ]}

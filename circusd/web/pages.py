@@ -291,7 +291,7 @@ def process_row(view: WatcherView, process: ProcessView, now: float) -> str:
     wid = "–" if process.wid is None else str(process.wid)
     return (
         f'<tr data-pid="{process.pid}"><td class="num">{process.pid}</td>'
-        f'<td class="num">{wid}</td><td>{e(process.user or "–")}</td>'
+        f'<td class="num">{wid}</td><td>{user(process)}</td>'
         f'<td class="num" data-series="{series}" data-field="cpu">'
         f"{percent(process.cpu)}</td>"
         f'<td class="num" data-series="{series}" data-field="mem">'
@@ -301,6 +301,14 @@ def process_row(view: WatcherView, process: ProcessView, now: float) -> str:
         f'<td><canvas class="spark" data-chart="{series}" width="160" height="36" '
         'role="img" aria-label="CPU and memory of this process"></canvas></td></tr>'
     )
+
+
+def user(process: ProcessView) -> str:
+    """``www-data (33)``: the name and the uid, or what is known of them."""
+    name = e(process.user or "–")
+    if process.uid is None or process.user == str(process.uid):
+        return name
+    return f'{name} <span class="muted">({process.uid})</span>'
 
 
 def process_rows(view: WatcherView, now: float) -> str:
@@ -324,7 +332,7 @@ def watcher_page(
         'height="220" role="img" aria-label="CPU and memory of this watcher">'
         "</canvas>"
         '<h2>Processes</h2><table class="processes"><thead><tr>'
-        '<th class="num">PID</th><th class="num">WID</th><th>User</th>'
+        '<th class="num">PID</th><th class="num">WID</th><th>User (uid)</th>'
         '<th class="num">CPU</th><th class="num">Memory</th>'
         '<th class="num">Age</th><th>Last minutes</th></tr></thead>'
         f'<tbody id="processes">{process_rows(view, now)}</tbody></table>'

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from typing import Any
 
 from aiohttp import web
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024
 KEEPALIVE = 15.0
 PAGE_REFRESH_TIMEOUT = 3.0
+# Actions that would leave the operator without the console they are using
+# (restart is fine: circusd starts it again on the socket it holds).
+ENDS_THE_CONSOLE = frozenset({"stop", "decr", "signal"})
 
 
 class WebConsole:
@@ -158,6 +162,18 @@ class WebConsole:
                 name,
             )
             return self._answer(request, session, back, 403, text)
+        if action in ENDS_THE_CONSOLE and self._runs_the_console(name):
+            log.warning(
+                "action refused user=%s command=%s watcher=%s reason='the console'",
+                session.user,
+                action,
+                name,
+            )
+            text = (
+                f"refused: {action} on {name} would end this console, which runs "
+                "in it; use circusctl"
+            )
+            return self._answer(request, session, back, 409, text)
         try:
             await self.console.act(action, **properties)
         except ReplyError as exc:
@@ -180,6 +196,10 @@ class WebConsole:
         return self._answer(
             request, session, back, 200, f"circusd accepted {action} on {name}"
         )
+
+    def _runs_the_console(self, name: str) -> bool:
+        view = self.console.model.watchers.get(name)
+        return view is not None and os.getpid() in view.processes
 
     def _answer(
         self, request: web.Request, session: Session, back: str, status: int, text: str

@@ -5,11 +5,14 @@ with Circus-shaped statistics."""
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
 import pytest
 
+from circusd.web import pages
+from circusd.web.console import is_local, local_uid
 from circusd.web.model import Model, size
 from circusd.web.passwords import (
     Role,
@@ -280,6 +283,35 @@ def test_the_model_follows_circus_shaped_statistics() -> None:
     assert model.history == {}
 
 
+def test_a_process_row_shows_pid_uid_cpu_memory_and_age() -> None:
+    clock = Clock()
+    model = Model(clock, uid_of={"www": 33}.get)
+    info = {"cpu": 12.5, "mem": 0.5, "mem_info1": "2.0M", "age": 75.0,
+            "username": "www", "wid": 1}  # fmt: skip
+    model.replace_all({"web": "active"}, {}, {"web": {"41": info}}, {"web": 1})
+    clock.now += 5
+    row = pages.process_row(model.watchers["web"], model.watchers["web"].processes[41],
+                            clock.now)  # fmt: skip
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
+    assert cells[:6] == [
+        "41", "1", 'www <span class="muted">(33)</span>', "12.5 %", "2.0M (0.5 %)",
+        "1m 20s",
+    ]  # fmt: skip
+    assert model.snapshot()["watchers"][0]["processes"][0]["uid"] == 33
+    unknown = Model(clock)  # circusd elsewhere: its names mean nothing here
+    unknown.replace_all({"web": "active"}, {}, {"web": {"41": info}}, {"web": 1})
+    process = unknown.watchers["web"].processes[41]
+    assert process.uid is None and pages.user(process) == "www"
+
+
 def test_sizes_in_circus_notation() -> None:
     assert size("512B") == 512 and size("1.5K") == 1536 and size("2.0G") == 2 * 1024**3
     assert size("N/A") is None and size("") is None and size(3) is None
+
+
+def test_uids_are_shown_only_for_a_circusd_on_this_host() -> None:
+    assert is_local("ipc:///run/circus/control.sock")
+    assert is_local("tcp://127.0.0.1:5555") and is_local("tcp://[::1]:5555")
+    assert not is_local("tcp://192.0.2.7:5555")
+    assert local_uid("root") == 0 and local_uid("1234") == 1234
+    assert local_uid("no-such-user-here") is None

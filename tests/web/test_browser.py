@@ -7,8 +7,10 @@ printed at the end of the run).
 
 from __future__ import annotations
 
+import http.server
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,7 +53,7 @@ def browser(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         "--disable-component-update",
         "--disable-sync",
         "--window-size=1280,900",
-        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE 127.0.0.2",
         f"--user-data-dir={workdir / 'chromium'}",
     ):
         options.add_argument(argument)
@@ -108,6 +110,14 @@ def page_problems(driver: Any) -> list[str]:
     ]
 
 
+def foreign_resources(driver: Any, url: str) -> list[str]:
+    """What the page loaded from anywhere but the console itself."""
+    loaded = driver.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+    )
+    return [name for name in loaded if not name.startswith(url + "/")]
+
+
 # How much of a canvas its lines cover (pixels not transparent).
 DRAWN = """
 const canvas = document.querySelector(arguments[0]);
@@ -149,6 +159,7 @@ def test_log_in_stop_a_watcher_see_a_chart_log_out(
     rows = browser.find_elements(By.CSS_SELECTOR, "#watchers tr[data-watcher]")
     assert [row.get_attribute("data-watcher") for row in rows] == ["busy", "web"]
     shot(browser, "02-watchers")
+    assert foreign_resources(browser, url) == []
 
     # Stop `web` and see its state change, with no page load in between.
     browser.execute_script("window.sameDocument = true")
@@ -181,6 +192,7 @@ def test_log_in_stop_a_watcher_see_a_chart_log_out(
     cpu = browser.find_element(By.CSS_SELECTOR, '#summary [data-field="cpu"]').text
     assert cpu.endswith("%") and cpu != "–"
     shot(browser, "04-chart")
+    assert foreign_resources(browser, url) == []
 
     assert page_problems(browser) == []
     browser.find_element(By.CSS_SELECTOR, "form.logout button").click()
@@ -188,6 +200,64 @@ def test_log_in_stop_a_watcher_see_a_chart_log_out(
     browser.get(url + "/")
     assert browser.current_url.startswith(url + "/login")
     shot(browser, "05-logged-out")
+
+
+class AttackerSite:
+    """A page on another site (127.0.0.2 is not 127.0.0.1 to a browser) whose
+    form posts to the console as soon as it loads, as a hostile page would."""
+
+    def __init__(self, target: str) -> None:
+        page = (
+            "<!doctype html><title>cute cats</title>"
+            f'<form id="f" method="post" action="{target}">'
+            '<input type="hidden" name="back" value="/"></form>'
+            "<script>document.getElementById('f').submit()</script>"
+        ).encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.2", 0), Handler)
+        self.url = f"http://127.0.0.2:{self.server.server_address[1]}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+def test_a_cross_site_form_post_from_another_page_is_refused(
+    browser, start_console, daemon, operator
+) -> None:
+    console = start_console(daemon, operator)
+    browser.get(console.url + "/login")
+    log_in(browser, console.url, "alice", PASSWORD)
+    attacker = AttackerSite(console.url + "/watchers/web/stop")
+    try:
+        browser.get(attacker.url)
+        wait_for(lambda: browser.current_url.startswith(console.url), WAIT,
+                 "the hostile form to post to the console")  # fmt: skip
+        until(browser, "return document.readyState == 'complete'", "the answer")
+    finally:
+        attacker.close()
+    assert browser.current_url == console.url + "/watchers/web/stop"
+    assert browser.title == "Refused · circusd"
+    refused = browser.find_element("css selector", "p.refused").text
+    assert refused == "cross-site request refused (Sec-Fetch-Site: cross-site)"
+    shot(browser, "06-cross-site-refused")
+    assert daemon.call("status", name="web")["status"] == "active"
+    assert len(daemon.pids("web")) == 2
+    assert "reason='cross-site request refused" in console.output()
 
 
 @pytest.mark.root
@@ -216,5 +286,5 @@ def test_a_read_only_console_shows_the_refusal(
     assert reader.name in refusal.text
     status = browser.find_element(By.CSS_SELECTOR, 'tr[data-watcher="web"] .status')
     assert status.text == "active"
-    shot(browser, "06-read-only-refusal")
+    shot(browser, "07-read-only-refusal")
     assert daemon.call("status", name="web")["status"] == "active"

@@ -107,3 +107,23 @@ def test_the_console_port_is_bound_by_circusd(httpd_daemon) -> None:
         ),
         what="the restarted console to answer",
     )
+
+
+def test_the_console_will_not_stop_itself(httpd_daemon) -> None:
+    """Stop, −1 or a signal on the console's own watcher would leave the
+    operator without the page they pressed it on: refused, with the reason;
+    Restart is allowed (circusd holds the port and starts it again)."""
+    daemon = httpd_daemon
+    pid = console_pid(daemon)
+    wait_for(lambda: "circushttpd started" in daemon.output(), what="the console")
+    http = Http(f"http://127.0.0.1:{daemon.extra['port']}")
+    assert http.login("alice", PASSWORD).status == 303
+    for action, fields in (("stop", {}), ("decr", {}), ("signal", {"signum": "TERM"})):
+        reply = http.act("circushttpd", action, **fields)
+        assert reply.status == 409, (action, reply.body)
+        assert reply.json()["message"] == (
+            f"refused: {action} on circushttpd would end this console, which "
+            "runs in it; use circusctl"
+        )
+    assert daemon.pids("circushttpd") == [pid]
+    assert http.act("web", "stop").status == 200  # other watchers as before

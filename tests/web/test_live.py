@@ -5,6 +5,7 @@ charts; one subscription to circusd serves every page."""
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -84,8 +85,8 @@ def test_statistics_reach_the_charts_of_the_open_pages(http, daemon, console) ->
 def test_a_page_opened_later_gets_the_history(http) -> None:
     stream = EventStream(http, "/events?watcher=web")
     try:
-        stream.until("stat")
-        stream.until("stat")
+        # A tick sends each process's sample, then the watcher's total.
+        stream.until("stat", lambda sample: sample["pid"] is None)
     finally:
         stream.close()
     later = EventStream(http, "/events?watcher=web")
@@ -120,3 +121,20 @@ def test_one_session_cannot_open_pages_without_end(http) -> None:
     finally:
         for stream in streams:
             stream.close()
+
+
+def test_a_watchers_page_lists_its_processes_with_pid_uid_cpu_memory_age(
+    http, daemon
+) -> None:
+    page = http.get("/watchers/web").body
+    pids = daemon.pids("web")
+    assert len(pids) == 2
+    for pid in pids:
+        row = re.search(rf'<tr data-pid="{pid}">(.*?)</tr>', page)
+        assert row, f"no row for pid {pid}"
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1))
+        assert cells[0] == str(pid)
+        assert cells[2] == 'root <span class="muted">(0)</span>'  # circusd's uid
+        assert re.fullmatch(r"\d+\.\d %", cells[3]), cells[3]  # CPU
+        assert re.fullmatch(r"\d+\.\d[KM] \(\d+\.\d %\)", cells[4]), cells[4]
+        assert re.fullmatch(r"\d+s", cells[5]), cells[5]  # age

@@ -17,6 +17,7 @@ from tests.web.conftest import (
     READER_PASSWORD,
     Reader,
     both_flavours,
+    certificate,
     status,
 )
 
@@ -166,6 +167,19 @@ def test_an_action_from_the_page_is_done(console, daemon) -> None:
     wait_for(lambda: len(daemon.pids("web")) == 2, what="web to start again")
     assert http.act("web", "incr").status == 200
     wait_for(lambda: len(daemon.pids("web")) == 3, what="a third process")
+    for action in ("restart", "reload"):
+        before = set(daemon.pids("web"))
+        reply = http.act("web", action)
+        assert reply.json() == {
+            "ok": True,
+            "message": f"circusd accepted {action} on web",
+        }
+
+        def replaced(old: set[int] = before) -> bool:
+            pids = set(daemon.pids("web"))
+            return len(pids) == 3 and not old & pids
+
+        wait_for(replaced, what=f"three new processes after {action}")
 
 
 def test_a_form_post_without_script_comes_back_with_a_notice(console, daemon) -> None:
@@ -206,12 +220,23 @@ def test_back_never_leaves_the_console(console) -> None:
 # -- read-only users -------------------------------------------------------------------
 
 
+ACTIONS = [
+    ("start", {}),
+    ("stop", {}),
+    ("restart", {}),
+    ("reload", {}),
+    ("incr", {}),
+    ("decr", {}),
+    ("signal", {"signum": "HUP"}),
+]
+
+
 @pytest.mark.root
 def test_a_read_only_circusd_policy_refusal_is_shown(
     start_daemon, start_console, workdir: Path, reader: Reader
 ) -> None:
     """The console runs as a member of readonly_group: circusd lets it look
-    and refuses every action, and the page says why."""
+    and refuses every action, each with its reason on the page."""
     daemon = start_daemon(
         f"[circus]\nendpoint = ipc://{workdir}/ctl.sock\n"
         f"pubsub_endpoint = ipc://{workdir}/pub.sock\n"
@@ -225,11 +250,14 @@ def test_a_read_only_circusd_policy_refusal_is_shown(
         assert stream.until("stat")["watcher"] == "web"  # and see the charts
     finally:
         stream.close()
-    reply = http.act("web", "stop")
-    assert reply.status == 403
-    message = reply.json()["message"]
-    assert message.startswith("circusd refused stop on web: permission denied: ")
-    assert f"you are {reader.name} (uid {reader.uid})" in message
+    for action, fields in ACTIONS:
+        reply = http.act("web", action, **fields)
+        assert reply.status == 403, (action, reply.body)
+        message = reply.json()["message"]
+        assert message.startswith(
+            f"circusd refused {action} on web: permission denied: '{action}' needs "
+        )
+        assert f"you are {reader.name} (uid {reader.uid})" in message
     token = http.csrf("/")
     reply = http.post(
         "/watchers/web/stop", {"csrf": token, "back": "/"}, headers=http.same_origin()
@@ -393,22 +421,8 @@ def test_x_forwarded_headers_count_from_a_trusted_proxy(proxied) -> None:
     assert reply.headers["Strict-Transport-Security"].startswith("max-age=")
 
 
-def _certificate(directory: Path) -> tuple[Path, Path]:
-    import subprocess
-
-    cert, key = directory / "console.pem", directory / "console.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    key.chmod(0o644)  # the console's user must read it
-    return cert, key
-
-
 def test_behind_tls_the_cookie_is_secure(start_console, daemon, workdir: Path) -> None:
-    cert, key = _certificate(workdir)
+    cert, key = certificate(workdir)
     console = start_console(
         daemon, None, "--certfile", str(cert), "--keyfile", str(key)
     )
@@ -482,6 +496,38 @@ def test_adduser_reads_the_password_from_stdin_never_argv(
     assert short.returncode == 1 and "password too short" in short.stderr
     console = start_console(daemon, None, "--users", str(path))
     assert console.http().login("bob", "a long enough password").status == 303
+
+
+def test_user_commands_add_read_only_users_replace_and_remove(workdir: Path) -> None:
+    import subprocess
+    import sys
+
+    from circusd.web.passwords import Role, UserStore
+
+    path = str(workdir / "cli.users")
+
+    def users(*args: str, password: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "circusd.web", *args],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    added = users("adduser", "--users", path, "--read-only", "rita", password="p" * 12)
+    assert added.returncode == 0, added.stderr
+    assert added.stdout == f"added rita (read) in {path}\n"
+    again = users("adduser", "--users", path, "rita", password="q" * 12)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    replaced = users("adduser", "--users", path, "--replace", "rita", password="q" * 12)
+    assert replaced.returncode == 0, replaced.stderr
+    rita = UserStore(path).get("rita")
+    assert rita is not None and rita.role is Role.OPERATE
+    assert users("deluser", "--users", path, "rita").returncode == 0
+    assert UserStore(path).get("rita") is None
+    gone = users("deluser", "--users", path, "rita")
+    assert gone.returncode == 1 and "no user 'rita'" in gone.stderr
 
 
 @pytest.mark.root
