@@ -288,9 +288,7 @@ class TcpPeers:
         candidates = [
             c for c in live + self._gone if c.key[0] in (peer, ANY) and c not in taken
         ]
-        if not unsure:
-            return candidates
-        if len(unsure) > MAX_UNSURE:  # too many to work out: all stay possible
+        if not unsure or len(unsure) > MAX_UNSURE:  # (too many: all stay possible)
             return candidates
         return [c for c in candidates if _assignable(unsure, c)]
 
