@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import resource
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -147,6 +148,35 @@ def test_reopen_command_reopens_the_files_of_a_watcher(start_daemon, workdir):
     assert log.exists() and log.read_bytes() == b""
     assert str(workdir / "quiet.log.1") not in open_files(daemon.process.pid)
     assert daemon.call("reopen", name="nosuch")["status"] == "error"
+
+
+def test_sigusr1_reopens_the_files_of_every_watcher(start_daemon, workdir):
+    logs = {name: workdir / f"{name}.log" for name in ("a", "b", "b-err")}
+    daemon = start_daemon(f"""
+        [watcher:a]
+        cmd = sh -c 'echo once; exec sleep 300'
+        stdout_stream.class = FileStream
+        stdout_stream.filename = {logs["a"]}
+
+        [watcher:b]
+        cmd = sh -c 'echo once; echo once >&2; exec sleep 300'
+        stdout_stream.class = WatchedFileStream
+        stdout_stream.filename = {logs["b"]}
+        stderr_stream.class = TimedRotatingFileStream
+        stderr_stream.filename = {logs["b-err"]}
+        """)
+    for log in logs.values():
+        wait_for(lambda log=log: log.exists() and log.read_bytes() == b"once\n",
+                 what=f"output in {log.name}")  # fmt: skip
+        log.rename(log.with_suffix(".log.1"))
+    daemon.process.send_signal(signal.SIGUSR1)
+    # The children write no more: only the reopen can bring the files back.
+    for log in logs.values():
+        wait_for(log.exists, timeout=5, what=f"{log.name} reopened")
+        assert log.read_bytes() == b""
+    held = open_files(daemon.process.pid)
+    assert not [path for path in held if path.endswith(".log.1")], held
+    assert daemon.ok("status", name="a")["status"] == "active"
 
 
 def test_a_new_stream_for_a_running_watcher_lets_go_of_the_old_file(
