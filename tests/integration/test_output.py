@@ -70,6 +70,35 @@ def test_output_still_in_the_pipe_at_stop_reaches_the_file(start_daemon, workdir
     assert log.read_bytes() == pattern + b"END\n" + b"t" * 300 * 1024 + b"BYE\n"
 
 
+def test_a_pipe_an_escaped_grandchild_holds_delays_a_stop_two_seconds_at_most(
+    start_daemon, workdir
+):
+    log, holder = workdir / "held.log", workdir / "holder.pid"
+    # The grandchild leaves the session and its parent: stop cannot find it,
+    # and it keeps the pipe open for 30 s.
+    escape = f'setsid sh -c "echo \\$\\$ > {holder}; exec sleep 30"'
+    daemon = start_daemon(f"""
+        [watcher:w]
+        cmd = sh -c '({escape} &); echo started; exec sleep 300'
+        stdout_stream.class = FileStream
+        stdout_stream.filename = {log}
+        """)
+    wait_for(lambda: holder.exists() and holder.read_text().strip(), what="holder")
+    grandchild = int(holder.read_text())
+    try:
+        wait_for(lambda: log.exists() and log.read_bytes() == b"started\n")
+        started = time.monotonic()
+        daemon.ok("stop", name="w", waiting=True)
+        took = time.monotonic() - started
+        assert os.path.exists(f"/proc/{grandchild}"), "the grandchild was found"
+        assert 1.5 < took < 4.0, took
+        assert "output pipe still open after the process stopped" in daemon.output()
+        assert not [p for p in open_files(daemon.process.pid) if p.startswith("pipe:")]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(grandchild, signal.SIGKILL)
+
+
 # -- B17 -------------------------------------------------------------------------
 
 
