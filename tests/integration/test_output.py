@@ -90,7 +90,7 @@ def test_a_pipe_an_escaped_grandchild_holds_delays_a_stop_two_seconds_at_most(
         started = time.monotonic()
         daemon.ok("stop", name="w", waiting=True)
         took = time.monotonic() - started
-        assert os.path.exists(f"/proc/{grandchild}"), "the grandchild was found"
+        assert os.path.exists(f"/proc/{grandchild}"), "stop found the grandchild"
         assert 1.5 < took < 4.0, took
         assert "output pipe still open after the process stopped" in daemon.output()
         assert not [p for p in open_files(daemon.process.pid) if p.startswith("pipe:")]
