@@ -18,6 +18,7 @@ prefixes subscribed to.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -26,12 +27,15 @@ from circusd.metrics.snapshot import Snapshot
 from circusd.stats import Sampler, Wanted
 from circusd.watcher import topic_name
 
+log = logging.getLogger(__name__)
+
 Message = tuple[bytes, bytes]
 CIRCUS = "circus"  # the pseudo-watcher of circusd's own processes
 SOCKETS = "sockets"
 
 
 Connection = tuple[int, int]  # device and inode of a connection's socket
+UNSOURCED = -1  # where subscriptions that name no descriptor are kept
 
 
 def connection(fd: int) -> Connection | None:
@@ -64,6 +68,7 @@ class Interest:
         self._identify = identify
         self._held: dict[int, tuple[Connection, set[str]]] = {}  # by descriptor
         self._holders: dict[str, int] = {}
+        self._warned = False
 
     def __bool__(self) -> bool:
         return bool(self._holders)
@@ -76,6 +81,9 @@ class Interest:
         """A subscription message, ``\\x01TOPIC`` or ``\\x00TOPIC``, from the
         connection on ``fd`` (None: from libzmq, about one that ended)."""
         if not message or message[0] not in (0, 1):
+            return
+        if fd is None and message[0] == 1:
+            self._unsourced(message[1:].decode(errors="replace"))
             return
         current = None if fd is None else self._identify(fd)
         if fd is None or current is None:
@@ -97,10 +105,26 @@ class Interest:
         else:
             self._held.pop(fd, None)
 
+    def _unsourced(self, topic: str) -> None:
+        """A subscription that names no descriptor: libzmq makes up only
+        unsubscriptions, so this libzmq does not tell where messages come
+        from (no ZMQ_SRCFD). It is kept for good: the stream may then
+        publish to nobody, never fall silent for someone."""
+        if not self._warned:
+            log.warning(
+                "subscriptions name no connection (libzmq without ZMQ_SRCFD), "
+                "their topics are published until circusd-stats restarts"
+            )
+            self._warned = True
+        held = self._held.setdefault(UNSOURCED, ((0, 0), set()))[1]
+        if topic not in held:
+            held.add(topic)
+            self._holders[topic] = self._holders.get(topic, 0) + 1
+
     def collect(self) -> None:
         """Drop the topics of connections that are gone."""
         for fd, (known, _) in list(self._held.items()):
-            if self._identify(fd) != known:
+            if fd != UNSOURCED and self._identify(fd) != known:
                 self._drop(fd)
 
     def _drop(self, fd: int) -> None:

@@ -181,6 +181,17 @@ def test_a_new_connection_on_a_reused_descriptor_starts_with_nothing() -> None:
     assert interest.prefixes == {"stat.queue"}
 
 
+def test_subscriptions_that_name_no_connection_are_kept_for_good() -> None:
+    # What a libzmq without ZMQ_SRCFD would give: the stream publishes to
+    # nobody rather than falls silent for someone.
+    fds = Descriptors()
+    interest = Interest(fds)
+    interest.update(b"\x01stat.web", None)
+    interest.update(b"\x00stat.web", None)
+    interest.collect()
+    assert interest.prefixes == {"stat.web"}
+
+
 def test_aggregate_is_circus_mean_cpu_summed_memory_oldest_age() -> None:
     infos = {
         1: {"cpu": 10.0, "mem": 1.5, "age": 30.0},
