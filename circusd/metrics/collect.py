@@ -18,42 +18,128 @@ prefixes subscribed to.
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from circusd.metrics.snapshot import Snapshot
 from circusd.stats import Sampler, Wanted
 from circusd.watcher import topic_name
 
+log = logging.getLogger(__name__)
+
 Message = tuple[bytes, bytes]
 CIRCUS = "circus"  # the pseudo-watcher of circusd's own processes
 SOCKETS = "sockets"
 
 
-class Interest:
-    """The topic prefixes some subscriber holds (XPUB tells them)."""
+Connection = tuple[int, int]  # device and inode of a connection's socket
+UNSOURCED = -1  # where subscriptions that name no descriptor are kept
 
-    def __init__(self) -> None:
-        self.prefixes: set[str] = set()
+
+def connection(fd: int) -> Connection | None:
+    """What tells the connection on ``fd`` from a later one given the same
+    descriptor; None once the descriptor is closed."""
+    try:
+        info = os.fstat(fd)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+class Interest:
+    """The topic prefixes some live subscriber holds, counted per connection.
+
+    libzmq's XPUB, left to itself, passes on an unsubscription from a topic
+    the connection never held as if the last holder had left (and a repeated
+    one from a connection that held it once): trusted, one reader could stop
+    the stream for every other. So the socket passes on every subscription
+    and unsubscription (ZMQ_XPUB_VERBOSER), each with the descriptor of the
+    connection that sent it (ZMQ_SRCFD), and the holders of each topic are
+    counted here: a connection can only take away what it holds. libzmq
+    reports a connection that went away with unsubscriptions from no
+    descriptor; those only say to look (``collect``) for connections whose
+    descriptor is closed, or now belongs to another connection, and drop
+    what they held.
+    """
+
+    def __init__(self, identify: Callable[[int], Connection | None] = connection):
+        self._identify = identify
+        self._held: dict[int, tuple[Connection, set[str]]] = {}  # by descriptor
+        self._holders: dict[str, int] = {}
+        self._warned = False
 
     def __bool__(self) -> bool:
-        return bool(self.prefixes)
+        return bool(self._holders)
 
-    def update(self, message: bytes) -> None:
-        """A subscription message: ``\\x01TOPIC`` or ``\\x00TOPIC``."""
-        if not message:
+    @property
+    def prefixes(self) -> set[str]:
+        return set(self._holders)
+
+    def update(self, message: bytes, fd: int | None) -> None:
+        """A subscription message, ``\\x01TOPIC`` or ``\\x00TOPIC``, from the
+        connection on ``fd`` (None: from libzmq, about one that ended)."""
+        if not message or message[0] not in (0, 1):
             return
+        if fd is None and message[0] == 1:
+            self._unsourced(message[1:].decode(errors="replace"))
+            return
+        current = None if fd is None else self._identify(fd)
+        if fd is None or current is None:
+            self.collect()
+            return
+        known, held = self._held.get(fd, (current, set()))
+        if known != current:  # the descriptor's connection ended
+            self._drop(fd)
+            held = set()
         topic = message[1:].decode(errors="replace")
-        if message[0] == 1:
-            self.prefixes.add(topic)
-        elif message[0] == 0:
-            self.prefixes.discard(topic)
+        if message[0] == 1 and topic not in held:
+            held.add(topic)
+            self._holders[topic] = self._holders.get(topic, 0) + 1
+        elif message[0] == 0 and topic in held:
+            held.discard(topic)
+            self._release(topic)
+        if held:
+            self._held[fd] = current, held
+        else:
+            self._held.pop(fd, None)
+
+    def _unsourced(self, topic: str) -> None:
+        """A subscription that names no descriptor: libzmq makes up only
+        unsubscriptions, so this libzmq does not tell where messages come
+        from (no ZMQ_SRCFD). It is kept for good: the stream may then
+        publish to nobody, never fall silent for someone."""
+        if not self._warned:
+            log.warning(
+                "subscriptions name no connection (libzmq without ZMQ_SRCFD), "
+                "their topics are published until circusd-stats restarts"
+            )
+            self._warned = True
+        held = self._held.setdefault(UNSOURCED, ((0, 0), set()))[1]
+        if topic not in held:
+            held.add(topic)
+            self._holders[topic] = self._holders.get(topic, 0) + 1
+
+    def collect(self) -> None:
+        """Drop the topics of connections that are gone."""
+        for fd, (known, _) in list(self._held.items()):
+            if fd != UNSOURCED and self._identify(fd) != known:
+                self._drop(fd)
+
+    def _drop(self, fd: int) -> None:
+        for topic in self._held.pop(fd)[1]:
+            self._release(topic)
+
+    def _release(self, topic: str) -> None:
+        self._holders[topic] -= 1
+        if not self._holders[topic]:
+            del self._holders[topic]
 
     def wants(self, name: str) -> bool:
         """Whether any message of ``stat.<name>`` (or below it) is wanted."""
         base = f"stat.{name}"
-        return any(base.startswith(p) or p.startswith(base) for p in self.prefixes)
+        return any(base.startswith(p) or p.startswith(base) for p in self._holders)
 
 
 def _message(topic: str, data: Mapping[str, Any]) -> Message:

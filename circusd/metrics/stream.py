@@ -1,10 +1,11 @@
 """The stats stream: an XPUB socket that publishes once a second, and only
 while someone is subscribed.
 
-XPUB hands us every subscription and unsubscription (libzmq sends the
-unsubscriptions of a subscriber that goes away), so ``Interest`` always
-knows which topics are wanted. With none, there is no timer at all: the
-helper sleeps until a subscriber arrives.
+XPUB hands us every subscription and unsubscription, each with the
+connection it came from, and ``Interest`` counts which connections hold each
+topic (not trusting an unsubscription from one that never held it). With no
+topic held, there is no timer at all: the helper sleeps until a subscriber
+arrives.
 
 Socket "reads" count, as Circus does, the 10 ms periods in which a listening
 socket had a connection waiting; but instead of polling every socket every
@@ -37,6 +38,16 @@ READ_RESOLUTION = 0.01  # seconds a socket is left alone once seen readable
 # A subscriber that cannot keep up loses messages instead of growing memory:
 # about 40 publications of 500 processes.
 SEND_HWM = 20_000
+
+
+def source_fd(frame: zmq.Frame) -> int | None:
+    """The descriptor of the connection a message came from; None for the
+    unsubscriptions libzmq makes up for a connection that ended."""
+    try:
+        fd = frame.get(zmq.SRCFD)
+    except zmq.ZMQError:
+        return None
+    return fd if isinstance(fd, int) and fd >= 0 else None
 
 
 class SocketReads:
@@ -100,6 +111,7 @@ class StatsStream:
         self._socket = context.socket(zmq.XPUB)
         self._socket.linger = 0
         self._socket.sndhwm = SEND_HWM
+        self._socket.setsockopt(zmq.XPUB_VERBOSER, 1)  # see Interest
         gate.guard(self._socket, fd)  # also caps a subscription's size
         if endpoint.startswith("tcp://["):
             self._socket.ipv6 = True
@@ -110,26 +122,38 @@ class StatsStream:
         """Follow subscriptions until the socket is closed."""
         while True:
             try:
-                message = await self._socket.recv()
+                message = await self._socket.recv(copy=False)
             except zmq.ZMQError as exc:
                 if exc.errno in (zmq.ETERM, zmq.ENOTSOCK):
                     return
                 raise
-            self._interest.update(message)
-            self._reads.watch(self._interest.wants(SOCKETS))
-            if self._interest and self._timer is None:
-                log.debug("subscriber arrived, publishing every %.0fs", PERIOD)
-                # CPU is measured from here: a baseline kept from a sample
-                # long ago would show an average over the idle time instead.
-                self._sampler.keep_only(set())
-                self._next = time.monotonic()
-                self._tick()
-            elif not self._interest and self._timer is not None:
-                log.debug("no subscriber left, publishing stopped")
-                self._timer.cancel()
-                self._timer = None
+            self._interest.update(message.bytes, source_fd(message))
+            self._follow()
+
+    def _follow(self) -> None:
+        """Start or stop publishing as the topics held say."""
+        self._reads.watch(self._interest.wants(SOCKETS))
+        if self._interest and self._timer is None:
+            log.debug("subscriber arrived, publishing every %.0fs", PERIOD)
+            # CPU is measured from here: a baseline kept from a sample
+            # long ago would show an average over the idle time instead.
+            self._sampler.keep_only(set())
+            self._next = time.monotonic()
+            self._tick()
+        elif not self._interest and self._timer is not None:
+            log.debug("no subscriber left, publishing stopped")
+            self._timer.cancel()
+            self._timer = None
 
     def _tick(self) -> None:
+        # libzmq may tell of a connection that ended before its descriptor is
+        # closed, so every tick looks again for connections gone.
+        self._interest.collect()
+        if not self._interest:
+            log.debug("no subscriber left, publishing stopped")
+            self._timer = None
+            self._reads.watch(False)
+            return
         self._publish()
         # On a fixed grid; a tick that ran late does not shift the next ones.
         now = time.monotonic()

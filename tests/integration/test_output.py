@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import resource
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -67,6 +68,35 @@ def test_output_still_in_the_pipe_at_stop_reaches_the_file(start_daemon, workdir
         daemon.wait_exit()
     pattern = bytes(range(256)) * 800
     assert log.read_bytes() == pattern + b"END\n" + b"t" * 300 * 1024 + b"BYE\n"
+
+
+def test_a_pipe_an_escaped_grandchild_holds_delays_a_stop_two_seconds_at_most(
+    start_daemon, workdir
+):
+    log, holder = workdir / "held.log", workdir / "holder.pid"
+    # The grandchild leaves the session and its parent: stop cannot find it,
+    # and it keeps the pipe open for 30 s.
+    escape = f'setsid sh -c "echo \\$\\$ > {holder}; exec sleep 30"'
+    daemon = start_daemon(f"""
+        [watcher:w]
+        cmd = sh -c '({escape} &); echo started; exec sleep 300'
+        stdout_stream.class = FileStream
+        stdout_stream.filename = {log}
+        """)
+    wait_for(lambda: holder.exists() and holder.read_text().strip(), what="holder")
+    grandchild = int(holder.read_text())
+    try:
+        wait_for(lambda: log.exists() and log.read_bytes() == b"started\n")
+        started = time.monotonic()
+        daemon.ok("stop", name="w", waiting=True)
+        took = time.monotonic() - started
+        assert os.path.exists(f"/proc/{grandchild}"), "stop found the grandchild"
+        assert 1.5 < took < 4.0, took
+        assert "output pipe still open after the process stopped" in daemon.output()
+        assert not [p for p in open_files(daemon.process.pid) if p.startswith("pipe:")]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(grandchild, signal.SIGKILL)
 
 
 # -- B17 -------------------------------------------------------------------------
@@ -147,6 +177,35 @@ def test_reopen_command_reopens_the_files_of_a_watcher(start_daemon, workdir):
     assert log.exists() and log.read_bytes() == b""
     assert str(workdir / "quiet.log.1") not in open_files(daemon.process.pid)
     assert daemon.call("reopen", name="nosuch")["status"] == "error"
+
+
+def test_sigusr1_reopens_the_files_of_every_watcher(start_daemon, workdir):
+    logs = {name: workdir / f"{name}.log" for name in ("a", "b", "b-err")}
+    daemon = start_daemon(f"""
+        [watcher:a]
+        cmd = sh -c 'echo once; exec sleep 300'
+        stdout_stream.class = FileStream
+        stdout_stream.filename = {logs["a"]}
+
+        [watcher:b]
+        cmd = sh -c 'echo once; echo once >&2; exec sleep 300'
+        stdout_stream.class = WatchedFileStream
+        stdout_stream.filename = {logs["b"]}
+        stderr_stream.class = TimedRotatingFileStream
+        stderr_stream.filename = {logs["b-err"]}
+        """)
+    for log in logs.values():
+        wait_for(lambda log=log: log.exists() and log.read_bytes() == b"once\n",
+                 what=f"output in {log.name}")  # fmt: skip
+        log.rename(log.with_suffix(".log.1"))
+    daemon.process.send_signal(signal.SIGUSR1)
+    # The children write no more: only the reopen can bring the files back.
+    for log in logs.values():
+        wait_for(log.exists, timeout=5, what=f"{log.name} reopened")
+        assert log.read_bytes() == b""
+    held = open_files(daemon.process.pid)
+    assert not [path for path in held if path.endswith(".log.1")], held
+    assert daemon.ok("status", name="a")["status"] == "active"
 
 
 def test_a_new_stream_for_a_running_watcher_lets_go_of_the_old_file(

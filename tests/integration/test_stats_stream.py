@@ -143,6 +143,27 @@ def test_stream_costs_nothing_while_nobody_subscribes(start_daemon, workdir):
     assert len(messages) >= 60 and busy > 0
     assert "subscriber arrived" in daemon.output()
     wait_for(lambda: "no subscriber left" in daemon.output(), what="unsubscription")
+    time.sleep(0.5)
+    after = cpu_ticks(helper)
+    time.sleep(2.0)
+    assert cpu_ticks(helper) - after == 0, "the helper still works after the last left"
+
+
+def test_one_subscriber_leaving_does_not_stop_the_stream_for_another(
+    start_daemon, workdir
+):
+    daemon = start_daemon(stats_config(workdir, "[watcher:w]\ncmd = sleep 600"))
+    endpoint = f"ipc://{workdir}/stats.sock"
+    staying, leaving = subscriber(endpoint), subscriber(endpoint)
+    try:
+        assert receive(leaving, 5, lambda m: len(m) >= 2), "nothing to begin with"
+        leaving.close()
+        receive(staying, 1.5, lambda m: False)  # what was sent before it left
+        after = receive(staying, 5, lambda m: len(m) >= 6)
+    finally:
+        staying.close()
+    assert {topic for topic, _, _ in after} >= {"stat.w", "stat.circus"}
+    assert "no subscriber left" not in daemon.output().split("subscriber arrived")[-1]
 
 
 def test_stream_publishes_only_the_watchers_subscribed_to(start_daemon, workdir):

@@ -120,14 +120,6 @@ def test_a_subscription_flood_from_a_stranger_costs_circusd_stats_nothing(
     assert helper(streams).pid == stats.pid
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="circusd-stats' XPUB reports an unsubscription from a topic the "
-    "connection never held as if the last holder had left, and the helper "
-    "then stops publishing that topic to everyone: a reader can switch "
-    "off the statistics of every other subscriber (the event stream, a "
-    "plain PUB, is not affected)",
-)
 def test_unsubscribing_a_stats_topic_never_held_leaves_other_subscribers_alone(
     streams: Daemon,
     workdir: Path,

@@ -69,6 +69,7 @@ def test_journal_stream_lines_reach_the_journal_with_the_childs_pid(container):
     pid = child_pid(container, JOURNALED)
     main = container.show("circusd", "MainPID")
     for entry in found:
+        assert entry["SYSLOG_IDENTIFIER"] == JOURNALED  # the watcher's name
         assert entry["SYSLOG_PID"] == pid
         assert entry["OBJECT_PID"] == pid
         assert entry["_PID"] == main

@@ -80,19 +80,116 @@ def test_snapshot_survives_the_pipe() -> None:
     assert decode(line) == snapshot
 
 
+class Descriptors:
+    """Which connection each descriptor stands for now (``Interest``'s view
+    of the process's descriptor table)."""
+
+    def __init__(self) -> None:
+        self.open: dict[int, tuple[int, int]] = {}
+        self._next = 0
+
+    def connect(self, fd: int) -> int:
+        self._next += 1
+        self.open[fd] = (1, self._next)
+        return fd
+
+    def close(self, fd: int) -> None:
+        del self.open[fd]
+
+    def __call__(self, fd: int) -> tuple[int, int] | None:
+        return self.open.get(fd)
+
+
 def test_interest_follows_xpub_subscriptions() -> None:
-    interest = Interest()
+    fds = Descriptors()
+    interest = Interest(fds)
+    one = fds.connect(7)
     assert not interest
-    interest.update(b"\x01stat.web")
+    interest.update(b"\x01stat.web", one)
     assert interest.wants("web") and interest.wants("webworker")
     assert not interest.wants("queue")
-    interest.update(b"\x01stat.queue.12")  # one process of queue
+    interest.update(b"\x01stat.queue.12", one)  # one process of queue
     assert interest.wants("queue")
-    interest.update(b"\x00stat.web")
-    interest.update(b"\x00stat.queue.12")
+    interest.update(b"\x00stat.web", one)
+    interest.update(b"\x00stat.queue.12", one)
     assert not interest
-    interest.update(b"\x01")  # everything
+    interest.update(b"\x01", one)  # everything
     assert interest.wants("circus") and interest.wants("sockets")
+
+
+def test_a_topic_is_wanted_until_its_last_holder_lets_go() -> None:
+    fds = Descriptors()
+    interest = Interest(fds)
+    one, two = fds.connect(7), fds.connect(8)
+    interest.update(b"\x01stat.", one)
+    interest.update(b"\x01stat.", one)  # again: still one holder
+    interest.update(b"\x01stat.", two)
+    interest.update(b"\x00stat.", one)
+    assert interest.wants("web")
+    interest.update(b"\x00stat.", two)
+    assert not interest
+
+
+def test_unsubscribing_what_a_connection_does_not_hold_changes_nothing() -> None:
+    fds = Descriptors()
+    interest = Interest(fds)
+    holder, other = fds.connect(7), fds.connect(8)
+    interest.update(b"\x01stat.", holder)
+    interest.update(b"\x00stat.", other)  # never held
+    interest.update(b"\x01stat.", other)
+    interest.update(b"\x00stat.", other)
+    interest.update(b"\x00stat.", other)  # held once, not any more
+    assert interest.prefixes == {"stat."}
+
+
+def test_a_connection_that_ended_loses_its_topics_when_libzmq_tells_of_it() -> None:
+    fds = Descriptors()
+    interest = Interest(fds)
+    gone, staying = fds.connect(7), fds.connect(8)
+    interest.update(b"\x01stat.web", gone)
+    interest.update(b"\x01stat.queue", staying)
+    fds.close(gone)
+    interest.update(b"\x00stat.web", None)  # libzmq's, from no connection
+    assert interest.prefixes == {"stat.queue"}
+    fds.close(staying)
+    interest.update(b"\x00stat.queue", None)
+    assert not interest
+
+
+def test_a_descriptor_closed_late_is_found_at_the_next_look() -> None:
+    fds = Descriptors()
+    interest = Interest(fds)
+    fd = fds.connect(7)
+    interest.update(b"\x01stat.", fd)
+    interest.update(b"\x00stat.", None)  # told before the descriptor closed
+    assert interest
+    fds.close(fd)
+    interest.collect()
+    assert not interest
+
+
+def test_a_new_connection_on_a_reused_descriptor_starts_with_nothing() -> None:
+    fds = Descriptors()
+    interest = Interest(fds)
+    fd = fds.connect(7)
+    interest.update(b"\x01stat.web", fd)
+    fds.close(fd)
+    fds.connect(7)
+    interest.update(b"\x01stat.queue", fd)
+    assert interest.prefixes == {"stat.queue"}
+    interest.update(b"\x00stat.web", fd)  # the old connection's topic
+    assert interest.prefixes == {"stat.queue"}
+
+
+def test_subscriptions_that_name_no_connection_are_kept_for_good() -> None:
+    # What a libzmq without ZMQ_SRCFD would give: the stream publishes to
+    # nobody rather than falls silent for someone.
+    fds = Descriptors()
+    interest = Interest(fds)
+    interest.update(b"\x01stat.web", None)
+    interest.update(b"\x00stat.web", None)
+    interest.collect()
+    assert interest.prefixes == {"stat.web"}
 
 
 def test_aggregate_is_circus_mean_cpu_summed_memory_oldest_age() -> None:
