@@ -458,3 +458,16 @@ def test_ctrl_c_while_waiting_for_a_reply_ends_the_ssh_session(
     )
     peer.stop()
     assert peer.seen[-1] == b""
+
+
+def test_a_cast_reaches_the_daemon_when_the_session_closes_right_after(
+    session_as: Callable[..., SSHSession], start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(SLEEPER)
+    session = session_as()
+
+    with CircusClient(daemon.endpoint, 10, connect=session.connect_socket) as ctl:
+        ctl.cast("incr", name="sleeper")
+    session.close()
+
+    wait_for(lambda: len(daemon.pids("sleeper")) == 3, what="the cast's incr")
