@@ -3,10 +3,11 @@
 Requests and replies (CircusClient) need no local ZeroMQ socket and no
 bridge: this module writes and reads the ZMTP 3.0 wire format (23/ZMTP)
 itself, on the paramiko channel, in the caller's thread. That saves round
-trips through the tunnel: libzmq's own handshake crosses it four times
-(signature, version, rest of the greeting, READY), this one once. As soon
-as the channel is open, the whole greeting and the READY command go out in
-one write; the first request leaves once the daemon's READY has come.
+trips through the tunnel: libzmq's own handshake crosses it in several
+steps (signature, version, rest of the greeting, READY), this one in one
+round trip. As soon as the channel is open, the whole greeting and the
+READY command go out in one write; the first request leaves once the
+daemon's READY has come.
 
 It must not leave earlier: a daemon with a ZAP handler (circusd always has
 one) reads a data frame that comes while it waits for the ZAP answer as an
