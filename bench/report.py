@@ -39,7 +39,7 @@ FLOORS = {
 # The `ssh` rows of one endpoint kind: (label, field, stat). Times in ms.
 SSH_ROWS = (
     ("SSH login alone (TCP, kex, host key, auth), median", "login_ms", "median"),
-    ("channel open + local bridge, median", "channel_ms", "median"),
+    ("channel open (+ local bridge, if any), median", "channel_ms", "median"),
     ("first request, ZeroMQ handshake included, median", "first_ms", "median"),
     ("later request, median", "second_ms", "median"),
     ("tunnelled status after the login, median", "tunnel_ms", "median"),

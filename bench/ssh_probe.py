@@ -33,7 +33,7 @@ from circusd.client.ssh import KeyRing, SSHOptions, SSHSession, parse_target
 
 FIELDS = (
     "login_ms",  # SSHSession.open: TCP, key exchange, host key check, auth
-    "channel_ms",  # the connector: channel open and the local bridge
+    "channel_ms",  # the connector: channel open (+ local bridge, if any)
     "first_ms",  # first request, ZeroMQ handshake included, connector excluded
     "second_ms",  # a later request on the same connection
     "close_ms",  # CircusClient and SSHSession closed

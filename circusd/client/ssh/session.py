@@ -30,6 +30,7 @@ import zmq
 
 from circusd.client.endpoints import Endpoint
 from circusd.client.errors import InvalidEndpoint
+from circusd.client.ssh import zmtp
 from circusd.client.ssh.bridge import PendingBridge, Pump
 from circusd.client.ssh.errors import (
     AuthenticationFailed,
@@ -122,6 +123,9 @@ class SSHSession:
     ) -> zmq.Socket[Any]:
         """A Connector: a ZeroMQ socket connected to ``endpoint`` over SSH."""
         self.open()
+        if kind == zmq.DEALER and zmtp.ENABLED:  # ZMTP on the channel itself
+            channel = self._open_channel(endpoint, timeout, zmtp.nothing)
+            return zmtp.dealer(channel, self.label, timeout)
         pending = PendingBridge(context, kind, endpoint.address)
         try:
             channel = self._open_channel(endpoint, timeout, pending.prepare)
