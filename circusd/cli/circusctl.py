@@ -926,6 +926,7 @@ def listen(settings: Settings, topics: tuple[str, ...], count: int | None) -> No
     problem = remote.remote_endpoint_problem(endpoint) if settings.session else None
     if problem:
         raise Failure(f"event stream: {problem}")
+    events = None
     try:
         events = subscribe(
             endpoint,
@@ -941,7 +942,6 @@ def listen(settings: Settings, topics: tuple[str, ...], count: int | None) -> No
             else:
                 settings.echo(render.event_line(event))
             if count is not None and seen >= count:
-                events.close()
                 break
     except KeyboardInterrupt:
         return
@@ -949,6 +949,10 @@ def listen(settings: Settings, topics: tuple[str, ...], count: int | None) -> No
         raise Failure(str(exc)) from None
     except CallError as exc:
         raise Failure(f"event stream: {settings.explain(exc)}") from None
+    finally:
+        # Before the SSH session, which the click context closes after this.
+        if events is not None:
+            events.close()
 
 
 # `top` lives in its own module, which uses the names above. Run as

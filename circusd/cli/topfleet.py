@@ -72,10 +72,9 @@ class HostFeed(threading.Thread):
             try:
                 self._read(stream)
             finally:
-                # The tunnels first: one still copying into a closed socket
-                # would log that it broke.
-                self._close_session()
                 stream.close(linger=0)
+        # The sockets are closed by now; run() closes the tunnels and the
+        # connection after them.
 
     def _close_session(self) -> None:
         if self.settings.session is not None:
