@@ -76,15 +76,6 @@ def test_proxy_jump_reaches_the_host_through_another(
     assert sshd.log.count("Accepted publickey for root") == logins + 2
 
 
-def test_proxy_command_is_refused_rather_than_bypassed(client: Client) -> None:
-    write_config(client, "Host viacmd\n  ProxyCommand nc %h %p\n")
-
-    result = client.run("--ssh", "viacmd", "--endpoint", "ipc:///x.sock", "list")
-
-    assert result.returncode == 2
-    assert "ProxyCommand" in result.stderr and "ProxyJump" in result.stderr
-
-
 @pytest.fixture
 def agent(client: Client) -> Iterator[str]:
     """A private ssh-agent; yields its socket path."""

@@ -39,6 +39,7 @@ from circusd.client.ssh.errors import (
 )
 from circusd.client.ssh.hostkeys import check_host_key, known_keys, preferred_key_types
 from circusd.client.ssh.keys import AgentKeys, Identity, KeyRing, public_blob
+from circusd.client.ssh.proxy import ProxyProcess
 from circusd.client.ssh.target import (
     HostSettings,
     SSHTarget,
@@ -81,6 +82,7 @@ class SSHSession:
         self._transports: list[TunnelTransport] = []
         self._agents: list[AgentKeys] = []
         self._pumps: list[Pump] = []
+        self._proxy: ProxyProcess | None = None
         self._closed = False
         # The TCP socket of a set-up in progress (open() holds the lock).
         self._connecting: socket.socket | None = None
@@ -146,6 +148,9 @@ class SSHSession:
         if transport is not None and not transport.is_active():
             cause = transport.get_exception()
             detail = f": {cause}" if cause else ""
+            ended = self._proxy.failure() if self._proxy is not None else None
+            if ended:
+                detail = f"{detail}; its ProxyCommand {ended}"
             return f"{self.label}: the SSH connection was lost{detail}"
         return None
 
@@ -176,6 +181,9 @@ class SSHSession:
             if transport.is_alive() and transport is not threading.current_thread():
                 transport.join(CLOSE_WAIT)
         self._transports = []
+        if self._proxy is not None:
+            self._proxy.close()
+            self._proxy = None
         for agent in self._agents:
             agent.close()
         self._agents = []
@@ -217,6 +225,12 @@ class SSHSession:
                 ) from None
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 raise self._unreachable(host, f"jump failed: {exc}") from None
+        if host.proxy_command is not None:
+            try:
+                self._proxy = ProxyProcess(host.proxy_command)
+            except OSError as exc:
+                raise self._unreachable(host, f"cannot start it: {exc}") from None
+            return self._proxy.socket
         limit = _left(deadline)
         if host.connect_timeout is not None:
             limit = min(limit, host.connect_timeout)
@@ -247,7 +261,10 @@ class SSHSession:
             key = transport.get_remote_server_key()
         except (paramiko.SSHException, EOFError, OSError) as exc:
             transport.close()
-            if time.monotonic() >= deadline:
+            ended = self._proxy.failure() if self._proxy is not None else None
+            if ended:
+                detail = f"it {ended}"
+            elif time.monotonic() >= deadline:
                 detail = f"no SSH handshake within {self.options.timeout:g} s"
             else:
                 detail = f"SSH handshake failed: {exc or type(exc).__name__}"
@@ -328,6 +345,8 @@ class SSHSession:
 
     def _unreachable(self, host: HostSettings, detail: str) -> SSHUnreachable:
         via = "" if host.target == self.target else f" (jump host {host.target})"
+        if host.proxy_command is not None:
+            via += f" via ProxyCommand `{host.proxy_command}`"
         return SSHUnreachable(
             f"{self.label}: cannot connect to {host.address}{via}: {detail}"
         )

@@ -2,15 +2,17 @@
 
 ``resolve`` turns a target into HostSettings the way OpenSSH reads
 ``~/.ssh/config``: Host aliases, HostName, User, Port, IdentityFile,
-IdentitiesOnly, ProxyJump, the known_hosts files, StrictHostKeyChecking,
-HashKnownHosts, HostKeyAlias and ConnectTimeout. A user or port written in
-the target wins over the config, as with ``ssh``.
+IdentitiesOnly, ProxyJump, ProxyCommand, the known_hosts files,
+StrictHostKeyChecking, HashKnownHosts, HostKeyAlias and ConnectTimeout. A
+user or port written in the target wins over the config, as with ``ssh``,
+also in ProxyCommand's %r and %p.
 """
 
 from __future__ import annotations
 
 import getpass
 import os
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -89,6 +91,7 @@ class HostSettings:
     accept_new: bool
     hash_known_hosts: bool
     connect_timeout: float | None
+    proxy_command: str | None = None  # with its tokens expanded
 
     @property
     def known_hosts_name(self) -> str:
@@ -102,14 +105,26 @@ class HostSettings:
         return f"{host}:{self.port}"
 
 
+def new_config() -> paramiko.SSHConfig:
+    """An empty paramiko SSHConfig that leaves ProxyCommand's tokens to
+    ``resolve``: paramiko would take %p and %r from the config alone, not
+    from the target as OpenSSH does."""
+    import paramiko  # only here: it is slow to import
+
+    config = paramiko.SSHConfig()
+    config.TOKENS_BY_CONFIG_KEY = {
+        **getattr(config, "TOKENS_BY_CONFIG_KEY", {}),
+        "proxycommand": [],
+    }
+    return config
+
+
 def load_config(path: str | None) -> paramiko.SSHConfig:
     """The ssh_config at ``path``, or ``~/.ssh/config`` (empty if missing).
 
     An explicit ``path`` that cannot be read raises InvalidTarget.
     """
-    import paramiko  # only here: it is slow to import
-
-    config = paramiko.SSHConfig()
+    config = new_config()
     chosen = os.path.expanduser(path or "~/.ssh/config")
     try:
         with open(chosen) as stream:
@@ -132,22 +147,33 @@ def resolve(
         entry = config.lookup(target.host)
     except Exception as exc:  # Match exec and token errors come from paramiko
         raise InvalidTarget(f"ssh config for {target.host}: {exc}") from None
-    proxy_command = str(entry.get("proxycommand", "none"))
-    if proxy_command.lower() != "none":
-        raise InvalidTarget(
-            f"ssh config for {target.host} sets ProxyCommand, which circusctl "
-            "does not run; use ProxyJump instead"
-        )
     port = target.port or _integer(entry.get("port"), SSH_PORT, "Port", target)
     strict = str(entry.get("stricthostkeychecking", "yes")).lower()
+    hostname = str(entry.get("hostname", target.host))
+    user = target.user or str(entry.get("user") or getpass.getuser())
+    jumps = _jumps(entry.get("proxyjump"), target)
+    proxy_command = entry.get("proxycommand")
+    if proxy_command is not None and str(proxy_command).lower() != "none":
+        if jumps:
+            # OpenSSH takes whichever comes first in the file; paramiko's
+            # reader does not keep that order.
+            raise InvalidTarget(
+                f"ssh config for {target.host} sets both ProxyJump and "
+                "ProxyCommand; keep one"
+            )
+        values = {"%": "%", "h": hostname, "n": target.host, "p": str(port), "r": user}
+        where = f"{target.host} ProxyCommand"
+        proxy_command = expand_tokens(str(proxy_command), values, where)
+    else:
+        proxy_command = None
     return HostSettings(
         target=target,
-        hostname=str(entry.get("hostname", target.host)),
+        hostname=hostname,
         port=port,
-        user=target.user or str(entry.get("user") or getpass.getuser()),
+        user=user,
         identity_files=_identity_files(entry.get("identityfile")),
         identities_only=_yes(entry.get("identitiesonly")),
-        jumps=_jumps(entry.get("proxyjump"), target),
+        jumps=jumps,
         known_hosts_files=_paths(entry.get("userknownhostsfile"), DEFAULT_KNOWN_HOSTS),
         global_known_hosts_files=_paths(
             entry.get("globalknownhostsfile"), GLOBAL_KNOWN_HOSTS
@@ -157,7 +183,22 @@ def resolve(
         accept_new=accept_new or strict in ("accept-new", "no", "off"),
         hash_known_hosts=_yes(entry.get("hashknownhosts")),
         connect_timeout=_timeout(entry.get("connecttimeout"), target),
+        proxy_command=proxy_command,
     )
+
+
+def expand_tokens(text: str, values: dict[str, str], where: str) -> str:
+    """``text`` with each ``%X`` replaced by ``values[X]``, as OpenSSH's
+    percent_expand does; an unknown or unfinished token raises InvalidTarget."""
+
+    def value(match: re.Match[str]) -> str:
+        token = match.group(1)
+        if token not in values:
+            shown = f"%{token}" if token else "a lone '%' at the end"
+            raise InvalidTarget(f"ssh config for {where}: unknown token {shown}")
+        return values[token]
+
+    return re.sub(r"%(.?)", value, text, flags=re.DOTALL)
 
 
 def resolve_chain(
