@@ -325,6 +325,7 @@ def cli(
         accept_new=ssh_accept_new,
         keys=KeyRing(ssh_keyfile, remote.ask_passphrase),
         notice=lambda text: click.echo(f"circusctl: {text}", err=True),
+        asker=remote.TERMINAL,
     )
     try:
         remote.preload_keys(hosts, options)

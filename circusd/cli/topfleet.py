@@ -129,6 +129,10 @@ class FleetLoop(TopLoop):
         super().__init__(settings, None, where, terminal, sort, reverse)
         self.feeds = feeds
 
+    def _paint(self, ask_status: bool) -> None:
+        with self.terminal.lock:  # not in the middle of a question
+            super()._paint(ask_status)
+
     def _refresh(self, ask_status: bool, now: float) -> None:
         pass  # the feeds ask for themselves
 
@@ -168,7 +172,11 @@ def top_fleet(
         for feed in feeds:
             feed.start()
         interactive = sys.stdout.isatty() and not settings.as_json
-        with Terminal(interactive) as terminal:
+        questions = remote.TERMINAL  # a host may ask for a password meanwhile
+        with (
+            Terminal(interactive, questions.lock) as terminal,
+            questions.sharing(terminal.suspended),
+        ):
             FleetLoop(settings, feeds, terminal, sort, reverse).run(iterations)
     except KeyboardInterrupt:
         pass

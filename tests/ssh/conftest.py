@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import pwd
+import secrets
+import select
 import shutil
 import socket
 import subprocess
@@ -169,6 +171,109 @@ def login_user(
     sshd.authorize(name, keygen(key))
     yield LoginUser(name, pwd.getpwnam(name).pw_uid, key)
     subprocess.run(["userdel", name], capture_output=True)
+
+
+# -- passwords -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def password_sshd() -> Iterator[SSHServer]:
+    """A second sshd that also takes passwords, through PAM, as password and
+    keyboard-interactive (Debian's /etc/pam.d/sshd: pam_unix)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: sshd logs in test users")
+    if not SSHD.exists():
+        pytest.skip("sshd is missing: apt-get install openssh-server")
+    directory = Path(tempfile.mkdtemp(prefix="cdsshpw-", dir="/tmp"))
+    settings = (
+        "UsePAM yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication yes\n"
+    )
+    try:
+        server = start_sshd(directory, settings)
+    except RuntimeError as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise AssertionError(str(exc)) from None
+    yield server
+    server.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class PasswordUser:
+    name: str
+    password: str
+
+
+@pytest.fixture(scope="session")
+def password_user(password_sshd: SSHServer) -> Iterator[PasswordUser]:
+    """A real user with a password and no key."""
+    name = f"cdpw{uuid.uuid4().hex[:6]}"
+    password = secrets.token_urlsafe(12)
+    subprocess.run(
+        ["useradd", "-M", "-d", "/nonexistent", "-s", "/bin/sh", name],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True)
+    yield PasswordUser(name, password)
+    remove_user(name)
+
+
+def remove_user(name: str) -> None:
+    """userdel, once the user's last sshd session process has ended."""
+    deadline = time.monotonic() + 10
+    while subprocess.run(["userdel", name], capture_output=True).returncode == 8:
+        if time.monotonic() > deadline:  # 8: still logged in
+            raise AssertionError(f"test user {name} is still logged in")
+        time.sleep(0.1)
+
+
+def run_on_terminal(
+    client: Client,
+    args: list[str],
+    prompt: str,
+    answers: list[str],
+    status: int = 0,
+    delay: float = 0.0,
+) -> str:
+    """Run circusctl with a pseudo-terminal as its controlling terminal and
+    answer each ``prompt`` with the next answer (``delay`` seconds after it
+    shows); returns what it wrote there, once it has exited with ``status``."""
+    controller, terminal = os.openpty()
+    process = subprocess.Popen(
+        ["setsid", "--ctty", str(CIRCUSCTL), *args],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env=client.environment(),
+    )
+    os.close(terminal)
+    seen = ""
+    answered = 0
+    deadline = time.monotonic() + 30 + delay * len(answers)
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], 0.5)
+            if ready:
+                try:
+                    seen += os.read(controller, 4096).decode(errors="replace")
+                except OSError:  # the terminal closed: the process is done
+                    break
+                if seen.count(prompt) > len(answers):
+                    raise AssertionError(f"asked once more than expected: {seen!r}")
+                if seen.count(prompt) > answered:
+                    time.sleep(delay)
+                    os.write(controller, answers[answered].encode())
+                    answered += 1
+            elif process.poll() is not None:
+                break
+        assert process.wait(10) == status, seen
+    finally:
+        os.close(controller)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return seen
 
 
 # -- several daemons ----------------------------------------------------------

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     import paramiko
 
 SSH_PORT = 22
+# What circusctl can do, in OpenSSH's default order (it also has
+# gssapi-with-mic and hostbased first, which circusctl does not offer).
+AUTH_METHODS = ("publickey", "keyboard-interactive", "password")
+INTERACTIVE = ("keyboard-interactive", "password")
 DEFAULT_IDENTITIES = ("id_rsa", "id_ecdsa", "id_ed25519")
 DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
 GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
@@ -92,6 +96,8 @@ class HostSettings:
     hash_known_hosts: bool
     connect_timeout: float | None
     proxy_command: str | None = None  # with its tokens expanded
+    auth_methods: tuple[str, ...] = AUTH_METHODS  # in the order to try them
+    password_prompts: int = 3  # NumberOfPasswordPrompts
 
     @property
     def known_hosts_name(self) -> str:
@@ -184,6 +190,8 @@ def resolve(
         hash_known_hosts=_yes(entry.get("hashknownhosts")),
         connect_timeout=_timeout(entry.get("connecttimeout"), target),
         proxy_command=proxy_command,
+        auth_methods=_auth_methods(entry),
+        password_prompts=_count(entry.get("numberofpasswordprompts"), 3, target),
     )
 
 
@@ -246,6 +254,31 @@ def _jumps(value: object, target: SSHTarget) -> tuple[SSHTarget, ...]:
     return tuple(hops)
 
 
+def _auth_methods(entry: dict[str, object]) -> tuple[str, ...]:
+    """The methods to try, in order: PreferredAuthentications, less those
+    turned off (PubkeyAuthentication, KbdInteractiveAuthentication or its old
+    name ChallengeResponseAuthentication, PasswordAuthentication) and the
+    ones that ask questions under BatchMode."""
+    preferred = str(entry.get("preferredauthentications") or ",".join(AUTH_METHODS))
+    off = {
+        "publickey": _no(entry.get("pubkeyauthentication")),
+        "keyboard-interactive": _no(entry.get("kbdinteractiveauthentication"))
+        or _no(entry.get("challengeresponseauthentication")),
+        "password": _no(entry.get("passwordauthentication")),
+    }
+    batch = _yes(entry.get("batchmode"))
+    methods = [name.strip() for name in preferred.split(",")]
+    return tuple(
+        dict.fromkeys(
+            name
+            for name in methods
+            if name in AUTH_METHODS
+            and not off[name]
+            and not (batch and name in INTERACTIVE)
+        )
+    )
+
+
 def _identity_files(value: object) -> tuple[str, ...]:
     if value:
         listed = value if isinstance(value, list) else [value]
@@ -261,6 +294,21 @@ def _paths(value: object, default: tuple[str, ...]) -> tuple[str, ...]:
 
 def _yes(value: object) -> bool:
     return str(value or "no").lower() in ("yes", "true")
+
+
+def _no(value: object) -> bool:
+    return str(value or "yes").lower() in ("no", "false")
+
+
+def _count(value: object, default: int, target: SSHTarget) -> int:
+    if value is None:
+        return default
+    text = str(value)
+    if not text.isdigit():
+        raise InvalidTarget(
+            f"ssh config for {target.host}: invalid NumberOfPasswordPrompts {text!r}"
+        )
+    return int(text)
 
 
 def _integer(value: object, default: int, key: str, target: SSHTarget) -> int:

@@ -1,0 +1,306 @@
+"""Logging in to one SSH server: public keys, keyboard-interactive, password.
+
+The server is first asked which methods it allows (a "none" request, as
+OpenSSH starts); then the host's methods (ssh_config's
+PreferredAuthentications, less those turned off) are tried in order among
+those: every key (the explicit one, the agent's, the IdentityFile ones), then
+keyboard-interactive and password, each asked on the terminal through an
+``Asker`` up to NumberOfPasswordPrompts times. Without a terminal, or
+without an Asker, those two are skipped and the failure says why. A partial
+success (the server wants one more factor) goes on with the methods left.
+
+Time spent on the questions and their answers does not count against the
+set-up's timeout; each of the server's verdicts has the whole timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+import paramiko
+
+from circusd.client.ssh.errors import AuthenticationFailed, NoTerminal
+from circusd.client.ssh.keys import AgentKeys, Identity, KeyRing, public_blob
+from circusd.client.ssh.target import HostSettings
+
+logger = logging.getLogger(__name__)
+
+_NETWORK_ERRORS = (paramiko.SSHException, EOFError, OSError)
+
+
+class Asker(Protocol):
+    """Asks a person: a password (``echo`` False) or another answer."""
+
+    def ask(self, question: str, echo: bool) -> str:
+        """The answer, without its line end; raises NoTerminal."""
+        ...
+
+    def can_ask(self) -> bool:
+        """Whether there is a terminal to ask on."""
+        ...
+
+
+class Deadline:
+    """A point in time that waiting for a person pushes back."""
+
+    def __init__(self, seconds: float) -> None:
+        self.span = seconds
+        self._end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return max(self._end - time.monotonic(), 0.001)
+
+    def passed(self) -> bool:
+        return time.monotonic() >= self._end
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self._end += time.monotonic() - started
+
+
+class Login:
+    """Authenticates ``transport`` as ``host.user``; ``run`` raises
+    AuthenticationFailed (or an SSHError) with a one-line reason."""
+
+    def __init__(
+        self,
+        label: str,
+        host: HostSettings,
+        transport: paramiko.Transport,
+        keys: KeyRing,
+        asker: Asker | None,
+        deadline: Deadline,
+    ) -> None:
+        self.label = label
+        self.host = host
+        self.transport = transport
+        self.keys = keys
+        self.asker = asker
+        self.deadline = deadline
+        self.agents: list[AgentKeys] = []  # for the session to close
+        self._offered: list[str] = []  # key sources, for the message
+        self._outcomes: dict[str, str] = {}  # method -> why it did not work
+        self._server_allows: list[str] = []
+        self._no_terminal = False
+
+    def run(self) -> None:
+        allowed = self._ask_allowed()
+        if allowed is None:
+            return  # the server let us in without a method
+        self._server_allows = allowed
+        pending = list(self.host.auth_methods)
+        while True:
+            method = next((name for name in pending if name in allowed), None)
+            if method is None:
+                raise self._failure()
+            pending.remove(method)
+            remaining = self._try(method)
+            if self.transport.is_authenticated():
+                logger.debug("authenticated host=%s method=%s", self.where, method)
+                return
+            if remaining is not None:  # partial success: another factor
+                allowed = remaining
+                self._outcomes[method] = "accepted, but more factors were asked"
+
+    @property
+    def where(self) -> str:
+        return f"{self.host.user}@{self.host.address}"
+
+    def _ask_allowed(self) -> list[str] | None:
+        self.transport.auth_timeout = self.deadline.left()
+        try:
+            self.transport.auth_none(self.host.user)
+        except paramiko.BadAuthenticationType as exc:
+            return list(exc.allowed_types)
+        except paramiko.AuthenticationException:
+            return []
+        except _NETWORK_ERRORS as exc:
+            raise self._broken(exc) from None
+        return None
+
+    def _try(self, method: str) -> list[str] | None:
+        """Authenticate with ``method``: None when it failed, else what the
+        server still asks for (nothing once authenticated)."""
+        if method == "publickey":
+            return self._public_keys()
+        if self.asker is None or not self.asker.can_ask():
+            self._outcomes[method] = "no terminal to ask on"
+            return None
+        # Once a person is asked, the set-up's clock stops; each of the
+        # server's verdicts (slow on purpose after a wrong answer) has the
+        # whole timeout.
+        with self.deadline.paused():
+            if method == "password":
+                return self._password()
+            return self._keyboard_interactive()
+
+    # -- the methods --------------------------------------------------------
+
+    def _public_keys(self) -> list[str] | None:
+        for identity in self._identities():
+            self.transport.auth_timeout = self.deadline.left()
+            self._offered.append(identity.source)
+            try:
+                return list(self.transport.auth_publickey(self.host.user, identity.key))
+            except paramiko.BadAuthenticationType:
+                return None
+            except paramiko.AuthenticationException:
+                continue
+            except _NETWORK_ERRORS as exc:
+                raise self._broken(exc) from None
+        return None
+
+    def _password(self) -> list[str] | None:
+        question = f"{self._whom()}'s password: "
+        for attempt in range(self.host.password_prompts):
+            if attempt:
+                question = "Permission denied, please try again.\n" + question
+            password = self._ask(question, echo=False, method="password")
+            if password is None:
+                return None
+            self.transport.auth_timeout = self.deadline.span
+            try:
+                return list(
+                    self.transport.auth_password(
+                        self.host.user, password, fallback=False
+                    )
+                )
+            except paramiko.BadAuthenticationType:
+                return None
+            except paramiko.AuthenticationException:
+                self._outcomes["password"] = f"wrong password ({attempt + 1} attempts)"
+            except _NETWORK_ERRORS as exc:
+                raise self._broken(exc) from None
+        return None
+
+    def _keyboard_interactive(self) -> list[str] | None:
+        for attempt in range(self.host.password_prompts):
+            # The questions come in paramiko's thread while this one waits
+            # for the outcome: no time limit here but the server's own.
+            self.transport.auth_timeout = None
+            try:
+                return list(
+                    self.transport.auth_interactive(self.host.user, self._answer)
+                )
+            except paramiko.BadAuthenticationType:
+                return None
+            except paramiko.AuthenticationException:
+                if self._no_terminal:
+                    return None  # it went away while the server asked
+                self._outcomes["keyboard-interactive"] = (
+                    f"answers refused ({attempt + 1} attempts)"
+                )
+            except _NETWORK_ERRORS as exc:
+                raise self._broken(exc) from None
+        return None
+
+    def _answer(
+        self, title: str, instructions: str, prompts: Sequence[tuple[str, bool]]
+    ) -> list[str]:
+        """paramiko's handler: every prompt of one round, asked in turn."""
+        heading = [text.strip() for text in (title, instructions) if text.strip()]
+        answers = []
+        for number, (prompt, echo) in enumerate(prompts):
+            lines = heading if number == 0 else []
+            question = "\n".join([*lines, f"({self._whom()}) {prompt}"])
+            answer = self._ask(question, echo, "keyboard-interactive")
+            answers.append(answer or "")
+        return answers
+
+    def _whom(self) -> str:
+        """USER@HOST as OpenSSH's questions say it (no port)."""
+        return f"{self.host.user}@{self.host.host_key_alias or self.host.hostname}"
+
+    def _ask(self, question: str, echo: bool, method: str) -> str | None:
+        assert self.asker is not None
+        try:
+            return self.asker.ask(question, echo)
+        except NoTerminal:
+            self._no_terminal = True
+            self._outcomes[method] = "no terminal to ask on"
+            return None
+
+    # -- keys ---------------------------------------------------------------
+
+    def _identities(self) -> Iterator[Identity]:
+        """Keys to offer, each once, loading a key file only when its turn
+        comes and only if its public key has not been offered already."""
+        offered: set[bytes] = set()
+        sources = [self.keys.explicit()]
+        if not self.host.identities_only:
+            agent = AgentKeys()
+            self.agents.append(agent)
+            sources.append(agent.identities())
+        for identities in sources:
+            for identity in identities:
+                if identity.key.asbytes() not in offered:
+                    offered.add(identity.key.asbytes())
+                    yield identity
+        for path in self.host.identity_files:
+            if public_blob(path) in offered:
+                continue
+            for identity in self.keys.from_files([path]):
+                if identity.key.asbytes() not in offered:
+                    offered.add(identity.key.asbytes())
+                    yield identity
+
+    # -- failures -----------------------------------------------------------
+
+    def _failure(self) -> AuthenticationFailed:
+        clauses = [self._keys_clause(), *self._asked_clauses()]
+        skipped = "; ".join(self.keys.skipped().values())
+        if skipped:
+            clauses.append(f"skipped: {skipped}")
+        return AuthenticationFailed(
+            f"{self.label}: Authentication failed for {self.where}: "
+            + "; ".join(clause for clause in clauses if clause)
+        )
+
+    def _keys_clause(self) -> str:
+        allows = self._server_allows
+        if "publickey" not in allows:
+            listed = ", ".join(allows) or "nothing"
+            return f"the server does not accept public keys (it allows {listed})"
+        if "publickey" not in self.host.auth_methods:
+            return "public keys are turned off in ssh_config"
+        if self._offered:
+            counted = _count(self._offered)
+            return f"the server accepted none of the keys offered ({counted})"
+        return "no key to offer (no --ssh-keyfile, ssh-agent or IdentityFile)"
+
+    def _asked_clauses(self) -> list[str]:
+        clauses = []
+        for method in ("keyboard-interactive", "password"):
+            if method not in self._server_allows:
+                continue
+            if method not in self.host.auth_methods:
+                why = "turned off in ssh_config"
+            else:
+                why = self._outcomes.get(method, "not tried")
+            clauses.append(f"{method}: {why}")
+        return clauses
+
+    def _broken(self, exc: BaseException) -> AuthenticationFailed:
+        tried = f" after {_count(self._offered)}" if self._offered else ""
+        return AuthenticationFailed(
+            f"{self.label}: Authentication failed for {self.where}: the "
+            f"connection failed{tried}: {exc or type(exc).__name__}"
+        )
+
+
+def _count(sources: list[str]) -> str:
+    counts: dict[str, int] = {}
+    for source in sources:
+        counts[source] = counts.get(source, 0) + 1
+    return ", ".join(
+        f"{source} x{number}" if number > 1 else source
+        for source, number in counts.items()
+    )
