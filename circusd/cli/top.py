@@ -257,17 +257,21 @@ def ask_statuses(settings: Settings) -> dict[str, str]:
     return {str(name): str(state) for name, state in statuses.items()}
 
 
+class StatsUnavailable(Failure):
+    """The daemon has no stats stream that can be read from here."""
+
+
 def stats_endpoint(settings: Settings) -> str:
     reply = call(settings, "globaloptions")
     endpoint = (reply.get("options") or {}).get("stats_endpoint")
     if not isinstance(endpoint, str) or not endpoint:
-        raise Failure(
+        raise StatsUnavailable(
             "the daemon publishes no statistics: set statsd = true (or "
             "stats_endpoint) in its [circus] section"
         )
     problem = remote.remote_endpoint_problem(endpoint) if settings.session else None
     if problem:
-        raise Failure(f"stats stream: {problem}")
+        raise StatsUnavailable(f"stats stream: {problem}")
     return endpoint
 
 

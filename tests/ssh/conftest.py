@@ -288,37 +288,52 @@ def silent_host() -> Iterator[int]:
         yield listener.getsockname()[1]
 
 
-@pytest.fixture
-def start_fleet() -> Iterator[Callable[[int, str], list[Daemon]]]:
-    """``start_fleet(n, ini)``: n daemons, each in its own directory.
+class Fleet:
+    """``start_fleet(n, ini)``: n daemons, each in its own directory;
+    ``start_fleet.relaunch(daemon)``: that daemon again, after it stopped.
 
     Like tests.conftest's start_daemon (ipc endpoints under a private
     directory, readiness from a fake NOTIFY_SOCKET), which runs one daemon
     per test.
     """
-    started: list[Daemon] = []
 
-    def start(count: int, ini: str) -> list[Daemon]:
+    def __init__(self) -> None:
+        self.started: list[Daemon] = []
+
+    def __call__(self, count: int, ini: str) -> list[Daemon]:
         for _ in range(count):
-            started.append(_launch(ini))
-        return started[-count:]
+            directory = Path(tempfile.mkdtemp(prefix="cdf-", dir="/tmp"))
+            directory.chmod(0o755)
+            self.started.append(_launch(directory, write_config(directory, ini)))
+        return self.started[-count:]
 
-    yield start
-    for daemon in started:
-        daemon.stop()
-        shutil.rmtree(daemon.directory, ignore_errors=True)
+    def relaunch(self, daemon: Daemon) -> Daemon:
+        assert daemon.process.poll() is not None, "the daemon still runs"
+        (daemon.directory / "notify.sock").unlink(missing_ok=True)
+        self.started.append(_launch(daemon.directory, daemon.config))
+        return self.started[-1]
+
+    def stop_all(self) -> None:
+        for daemon in self.started:
+            daemon.stop()
+        for directory in {daemon.directory for daemon in self.started}:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
-def _launch(ini: str) -> Daemon:
-    directory = Path(tempfile.mkdtemp(prefix="cdf-", dir="/tmp"))
-    directory.chmod(0o755)
-    config = write_config(directory, ini)
+@pytest.fixture
+def start_fleet() -> Iterator[Fleet]:
+    fleet = Fleet()
+    yield fleet
+    fleet.stop_all()
+
+
+def _launch(directory: Path, config: Path) -> Daemon:
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(directory / "notify.sock"))
     log = directory / "circusd.log"
     environment = {**os.environ, "NOTIFY_SOCKET": str(directory / "notify.sock")}
     environment.pop("JOURNAL_STREAM", None)
-    with log.open("wb") as output:
+    with log.open("ab") as output:
         process = subprocess.Popen(
             [*CIRCUSD, str(config), "--log-level", "debug"],
             stdout=output,

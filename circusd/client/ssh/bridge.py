@@ -53,6 +53,8 @@ class Pump:
     def __init__(self, label: str) -> None:
         self.label = label
         self.error: str | None = None
+        self.ended_by_server = False  # the server sent end-of-file
+        self.done = False  # both directions have ended
         self._channel: paramiko.Channel | None = None
         self._local: socket.socket | None = None
         self._ready = threading.Event()
@@ -130,6 +132,7 @@ class Pump:
                 with self._order:
                     self._queued = channel.recv_ready()
             else:
+                self.ended_by_server = True
                 _shut_local(local, socket.SHUT_WR)
         except _COPY_ERRORS as exc:
             self._failed("from the server", exc)
@@ -146,6 +149,7 @@ class Pump:
         with self._lock:
             self._open_directions -= 1
             last = self._open_directions == 0
+            self.done = last
         if last and self._channel is not None and self._local is not None:
             self._stop_direct()
             self._channel.close()

@@ -77,7 +77,7 @@ class SSHSession:
         self._lock = threading.Lock()
         self._transports: list[TunnelTransport] = []
         self._agents: list[AgentKeys] = []
-        self._pumps: list[Pump] = []
+        self._tunnels: dict[zmq.Socket[Any], Pump] = {}
         self._proxy: ProxyProcess | None = None
         self._closed = False
         # The TCP socket of a set-up in progress (open() holds the lock).
@@ -131,12 +131,27 @@ class SSHSession:
             channel.close()
             raise
         with self._lock:
-            self._pumps.append(pump)
+            # Tunnels whose copying has ended are forgotten.
+            self._tunnels = {s: p for s, p in self._tunnels.items() if not p.done}
+            self._tunnels[sock] = pump
         return sock
+
+    def alive(self) -> bool:
+        """Whether the session can be used: not closed, and its connection
+        up or not made yet."""
+        if self._closed:
+            return False
+        return not self._transports or self._transports[-1].is_active()
+
+    def tunnel_ended(self, sock: zmq.Socket[Any]) -> bool:
+        """Whether the server's side of ``sock``'s tunnel has gone: the
+        daemon closed the connection, or copying failed."""
+        pump = self._tunnels.get(sock)
+        return pump is not None and (pump.ended_by_server or pump.error is not None)
 
     def problem(self) -> str | None:
         """Why tunnelled traffic stopped, if the session knows; else None."""
-        for pump in self._pumps:
+        for pump in list(self._tunnels.values()):
             if pump.error:
                 return f"{self.label}: {pump.error}"
         transport = self._transports[-1] if self._transports else None
@@ -161,7 +176,7 @@ class SSHSession:
                 connecting.shutdown(socket.SHUT_RDWR)
         with self._lock:
             self._closed = True
-            pumps, self._pumps = self._pumps, []
+            pumps, self._tunnels = list(self._tunnels.values()), {}
         for pump in pumps:
             pump.close()
         self._close_transports()
