@@ -1,13 +1,17 @@
 """Logging in to one SSH server: public keys, keyboard-interactive, password.
 
-The server is first asked which methods it allows (a "none" request, as
-OpenSSH starts); then the host's methods (ssh_config's
-PreferredAuthentications, less those turned off) are tried in order among
-those: every key (the explicit one, the agent's, the IdentityFile ones), then
-keyboard-interactive and password, each asked on the terminal through an
-``Asker`` up to NumberOfPasswordPrompts times. Without a terminal, or
-without an Asker, those two are skipped and the failure says why. A partial
-success (the server wants one more factor) goes on with the methods left.
+The host's methods (ssh_config's PreferredAuthentications, less those turned
+off) are tried in order, among those the server allows: every key (the
+explicit one, the agent's, the IdentityFile ones), then keyboard-interactive
+and password, each asked on the terminal through an ``Asker`` up to
+NumberOfPasswordPrompts times. Without a terminal, or without an Asker,
+those two are skipped and the failure says why. A partial success (the
+server wants one more factor) goes on with the methods left.
+
+Keys are offered straight away. The server is asked which methods it allows
+(a "none" request, with which OpenSSH starts) only before a method that asks
+a person, or to explain a failure: sshd answers "none" after a deliberate
+delay, about 8 ms here, which would otherwise add a third to every login.
 
 Time spent on the questions and their answers does not count against the
 set-up's timeout; each of the server's verdicts has the whole timeout.
@@ -88,43 +92,46 @@ class Login:
         self.agents: list[AgentKeys] = []  # for the session to close
         self._offered: list[str] = []  # key sources, for the message
         self._outcomes: dict[str, str] = {}  # method -> why it did not work
-        self._server_allows: list[str] = []
+        self._server_allows: list[str] | None = None  # once known
         self._no_terminal = False
 
     def run(self) -> None:
-        allowed = self._ask_allowed()
-        if allowed is None:
-            return  # the server let us in without a method
-        self._server_allows = allowed
-        pending = list(self.host.auth_methods)
-        while True:
-            method = next((name for name in pending if name in allowed), None)
-            if method is None:
-                raise self._failure()
-            pending.remove(method)
-            remaining = self._try(method)
-            if self.transport.is_authenticated():
+        for method in self.host.auth_methods:
+            if self._allows(method):
+                remaining = self._try(method)
+                if remaining:  # partial success: another factor
+                    self._server_allows = remaining
+                    self._outcomes[method] = "accepted, but more factors were asked"
+            if self.transport.is_authenticated():  # (also by "none")
                 logger.debug("authenticated host=%s method=%s", self.where, method)
                 return
-            if remaining is not None:  # partial success: another factor
-                allowed = remaining
-                self._outcomes[method] = "accepted, but more factors were asked"
+        if self._server_allows is None:
+            with contextlib.suppress(AuthenticationFailed):
+                self._ask_allowed()  # only to say what the server allows
+        raise self._failure()
 
     @property
     def where(self) -> str:
         return f"{self.host.user}@{self.host.address}"
 
-    def _ask_allowed(self) -> list[str] | None:
+    def _allows(self, method: str) -> bool:
+        """Whether the server takes ``method``; keys are simply offered."""
+        if self._server_allows is None and method != "publickey":
+            self._ask_allowed()
+        return self._server_allows is None or method in self._server_allows
+
+    def _ask_allowed(self) -> None:
         self.transport.auth_timeout = self.deadline.left()
         try:
             self.transport.auth_none(self.host.user)
         except paramiko.BadAuthenticationType as exc:
-            return list(exc.allowed_types)
+            self._server_allows = list(exc.allowed_types)
         except paramiko.AuthenticationException:
-            return []
+            self._server_allows = []
         except _NETWORK_ERRORS as exc:
             raise self._broken(exc) from None
-        return None
+        else:
+            self._server_allows = []  # let in without a method
 
     def _try(self, method: str) -> list[str] | None:
         """Authenticate with ``method``: None when it failed, else what the
@@ -150,7 +157,9 @@ class Login:
             self._offered.append(identity.source)
             try:
                 return list(self.transport.auth_publickey(self.host.user, identity.key))
-            except paramiko.BadAuthenticationType:
+            except paramiko.BadAuthenticationType as exc:
+                self._offered.pop()
+                self._server_allows = list(exc.allowed_types)
                 return None
             except paramiko.AuthenticationException:
                 continue
@@ -265,7 +274,7 @@ class Login:
         )
 
     def _keys_clause(self) -> str:
-        allows = self._server_allows
+        allows = self._server_allows or ["publickey"]  # unknown: keys were tried
         if "publickey" not in allows:
             listed = ", ".join(allows) or "nothing"
             return f"the server does not accept public keys (it allows {listed})"
@@ -279,7 +288,7 @@ class Login:
     def _asked_clauses(self) -> list[str]:
         clauses = []
         for method in ("keyboard-interactive", "password"):
-            if method not in self._server_allows:
+            if method not in (self._server_allows or ()):
                 continue
             if method not in self.host.auth_methods:
                 why = "turned off in ssh_config"
