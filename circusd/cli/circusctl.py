@@ -222,7 +222,8 @@ def usage_error(message: str) -> NoReturn:
     default=5.0,
     show_default=True,
     metavar="SECONDS",
-    help="Seconds to wait for the whole exchange with the daemon.",
+    help="Seconds to wait to connect (over SSH: to log in), then for each "
+    "exchange with the daemon.",
 )
 @option("--json", "as_json", is_flag=True, help="Print the daemon's raw JSON reply.")
 @option("--prettify", is_flag=True, help="Like --json, but indented.")
