@@ -11,14 +11,16 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import Daemon
+from tests.conftest import Daemon, wait_for
 from tests.ssh.conftest import (
+    CIRCUSCTL,
     Client,
     PasswordUser,
     SSHServer,
     run_on_terminal,
 )
 from tests.ssh.test_auth import write_config
+from tests.terminal import terminal
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -217,3 +219,47 @@ def test_ssh_config_can_forbid_asking(
     last = seen.strip().splitlines()[-1]
     assert "password: turned off in ssh_config" in last
     assert "keyboard-interactive: turned off in ssh_config" in last
+
+
+def test_top_on_several_hosts_puts_its_screen_away_for_a_password(
+    pw_client: Client,
+    password_sshd: SSHServer,
+    password_user: PasswordUser,
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    daemon = start_daemon(
+        "[circus]\nendpoint = ipc://{dir}/ctl.sock\n"
+        "pubsub_endpoint = ipc://{dir}/pub.sock\n"
+        "stats_endpoint = ipc://{dir}/stats.sock\n"
+        f"endpoint_owner = {password_user.name}\n\n"
+        "[watcher:sleeper]\ncmd = sleep 600\n"
+    )
+    write_config(pw_client, NO_KBD)
+    with_key, with_password = pw_client.target(), target(password_user, password_sshd)
+    prompt = f"{password_user.name}@127.0.0.1's password:"  # tmux cuts the space
+    command = [
+        str(CIRCUSCTL), "--ssh", with_key, "--ssh", with_password,
+        "--ssh-keyfile", str(pw_client.key), "--endpoint", daemon.endpoint, "top",
+    ]  # fmt: skip
+    pid = str(daemon.pids("sleeper")[0])
+
+    environment = {"HOME": str(pw_client.home), "SSH_AUTH_SOCK": ""}
+    with terminal(command, env=environment) as pane:
+        asked = wait_for(
+            lambda: prompt in (text := pane.screen()) and text,
+            timeout=30,
+            what="the password question",
+        )
+        pane.keys(password_user.password, "Enter")
+        screen = wait_for(
+            lambda: (text := pane.screen()).count(pid) == 2 and text,
+            timeout=30,
+            what="both hosts' processes on top's screen",
+        )
+        pane.keys("q")
+        status = wait_for(pane.exit_status, timeout=10, what="q to end top")
+
+    assert "circusctl top - 2 hosts" not in asked  # the screen was put away
+    assert password_user.password not in asked + screen
+    assert f"== {with_key} ==" in screen and f"== {with_password} ==" in screen
+    assert status == "0"
