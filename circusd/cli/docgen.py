@@ -38,9 +38,10 @@ accepts connections on the endpoint, so a daemon that is not running is
 reported at once instead of after the timeout.
 
 `--timeout` bounds connecting, then each exchange: replies to earlier,
-timed-out requests are ignored without extending it. A command sent with `--waiting` can take
-longer than the timeout on the daemon's side; circusctl then stops waiting
-and exits 1, while the daemon finishes the work.
+timed-out requests are ignored without extending it. A command sent with
+`--waiting` can take longer than the timeout on the daemon's side;
+circusctl then stops waiting and exits 1, while the daemon finishes the
+work.
 
 ## Through SSH, and on many hosts
 

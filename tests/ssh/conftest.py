@@ -208,7 +208,7 @@ class PasswordUser:
 def password_user(password_sshd: SSHServer) -> Iterator[PasswordUser]:
     """A real user with a password and no key."""
     name = f"cdpw{uuid.uuid4().hex[:6]}"
-    password = secrets.token_urlsafe(12)
+    password = secrets.token_hex(12)  # no leading "-" for tmux send-keys
     subprocess.run(
         ["useradd", "-M", "-d", "/nonexistent", "-s", "/bin/sh", name],
         check=True,

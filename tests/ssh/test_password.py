@@ -250,7 +250,8 @@ def test_top_on_several_hosts_puts_its_screen_away_for_a_password(
             timeout=30,
             what="the password question",
         )
-        pane.keys(password_user.password, "Enter")
+        pane.tmux("send-keys", "-t", "t", "-l", password_user.password)
+        pane.keys("Enter")
         screen = wait_for(
             lambda: (text := pane.screen()).count(pid) == 2 and text,
             timeout=30,
