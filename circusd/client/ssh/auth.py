@@ -22,7 +22,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import Protocol
 
 import paramiko
@@ -121,9 +122,9 @@ class Login:
         return self._server_allows is None or method in self._server_allows
 
     def _ask_allowed(self) -> None:
-        self.transport.auth_timeout = self.deadline.left()
         try:
-            self.transport.auth_none(self.host.user)
+            none = partial(self.transport.auth_none, self.host.user)
+            self._verdict(none, self.deadline.left())
         except paramiko.BadAuthenticationType as exc:
             self._server_allows = list(exc.allowed_types)
         except paramiko.AuthenticationException:
@@ -153,10 +154,14 @@ class Login:
 
     def _public_keys(self) -> list[str] | None:
         for identity in self._identities():
-            self.transport.auth_timeout = self.deadline.left()
             self._offered.append(identity.source)
             try:
-                return list(self.transport.auth_publickey(self.host.user, identity.key))
+                return self._verdict(
+                    partial(
+                        self.transport.auth_publickey, self.host.user, identity.key
+                    ),
+                    self.deadline.left(),
+                )
             except paramiko.BadAuthenticationType as exc:
                 self._offered.pop()
                 self._server_allows = list(exc.allowed_types)
@@ -170,17 +175,19 @@ class Login:
     def _password(self) -> list[str] | None:
         question = f"{self._whom()}'s password: "
         for attempt in range(self.host.password_prompts):
-            if attempt:
-                question = "Permission denied, please try again.\n" + question
-            password = self._ask(question, echo=False, method="password")
+            again = "Permission denied, please try again.\n" if attempt else ""
+            password = self._ask(again + question, echo=False, method="password")
             if password is None:
                 return None
-            self.transport.auth_timeout = self.deadline.span
             try:
-                return list(
-                    self.transport.auth_password(
-                        self.host.user, password, fallback=False
-                    )
+                return self._verdict(
+                    partial(
+                        self.transport.auth_password,
+                        self.host.user,
+                        password,
+                        fallback=False,
+                    ),
+                    self.deadline.span,
                 )
             except paramiko.BadAuthenticationType:
                 return None
@@ -210,6 +217,27 @@ class Login:
             except _NETWORK_ERRORS as exc:
                 raise self._broken(exc) from None
         return None
+
+    def _verdict(
+        self, request: Callable[[], Sequence[str]], timeout: float
+    ) -> list[str]:
+        """What ``request`` (an auth_* call) returns; raises its
+        AuthenticationException for a refusal, but AuthenticationFailed when
+        no answer came in time: the server's late answer would be taken for
+        the answer to the next request."""
+        self.transport.auth_timeout = timeout
+        started = time.monotonic()
+        try:
+            return list(request())
+        except paramiko.BadAuthenticationType:
+            raise
+        except paramiko.AuthenticationException:
+            if time.monotonic() - started < timeout:
+                raise
+        raise AuthenticationFailed(
+            f"{self.label}: Authentication failed for {self.where}: no answer "
+            f"from the server within {timeout:g} s"
+        )
 
     def _answer(
         self, title: str, instructions: str, prompts: Sequence[tuple[str, bool]]
