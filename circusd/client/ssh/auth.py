@@ -13,8 +13,8 @@ Keys are offered straight away. The server is asked which methods it allows
 a person, or to explain a failure: sshd answers "none" after a deliberate
 delay, about 8 ms here, which would otherwise add a third to every login.
 
-Time spent on the questions and their answers does not count against the
-set-up's timeout; each of the server's verdicts has the whole timeout.
+Time spent on the questions, and waiting for the server's verdict on the
+answers, does not count against the set-up's timeout.
 """
 
 from __future__ import annotations
@@ -53,7 +53,6 @@ class Deadline:
     """A point in time that waiting for a person pushes back."""
 
     def __init__(self, seconds: float) -> None:
-        self.span = seconds
         self._end = time.monotonic() + seconds
 
     def left(self) -> float:
@@ -142,9 +141,10 @@ class Login:
         if self.asker is None or not self.asker.can_ask():
             self._outcomes[method] = "no terminal to ask on"
             return None
-        # Once a person is asked, the set-up's clock stops; each of the
-        # server's verdicts (slow on purpose after a wrong answer) has the
-        # whole timeout.
+        # Once a person is asked, the set-up's clock stops, and the server's
+        # verdict on an answer takes what it takes, as with OpenSSH: after a
+        # wrong one it is slow on purpose (PAM: over 2 s), and its own
+        # LoginGraceTime bounds it. Ctrl-C ends the wait.
         with self.deadline.paused():
             if method == "password":
                 return self._password()
@@ -187,7 +187,7 @@ class Login:
                         password,
                         fallback=False,
                     ),
-                    self.deadline.span,
+                    None,  # see _try
                 )
             except paramiko.BadAuthenticationType:
                 return None
@@ -200,7 +200,7 @@ class Login:
     def _keyboard_interactive(self) -> list[str] | None:
         for attempt in range(self.host.password_prompts):
             # The questions come in paramiko's thread while this one waits
-            # for the outcome: no time limit here but the server's own.
+            # for the outcome.
             self.transport.auth_timeout = None
             try:
                 return list(
@@ -219,12 +219,13 @@ class Login:
         return None
 
     def _verdict(
-        self, request: Callable[[], Sequence[str]], timeout: float
+        self, request: Callable[[], Sequence[str]], timeout: float | None
     ) -> list[str]:
         """What ``request`` (an auth_* call) returns; raises its
         AuthenticationException for a refusal, but AuthenticationFailed when
-        no answer came in time: the server's late answer would be taken for
-        the answer to the next request."""
+        no answer came in ``timeout`` seconds (None: as long as the server
+        takes): the server's late answer would be taken for the answer to the
+        next request."""
         self.transport.auth_timeout = timeout
         started = time.monotonic()
         try:
@@ -232,7 +233,7 @@ class Login:
         except paramiko.BadAuthenticationType:
             raise
         except paramiko.AuthenticationException:
-            if time.monotonic() - started < timeout:
+            if timeout is None or time.monotonic() - started < timeout:
                 raise
         raise AuthenticationFailed(
             f"{self.label}: Authentication failed for {self.where}: no answer "
