@@ -222,7 +222,8 @@ def usage_error(message: str) -> NoReturn:
     default=5.0,
     show_default=True,
     metavar="SECONDS",
-    help="Seconds to wait for the whole exchange with the daemon.",
+    help="Seconds to wait to connect (over SSH: to log in), then for each "
+    "exchange with the daemon.",
 )
 @option("--json", "as_json", is_flag=True, help="Print the daemon's raw JSON reply.")
 @option("--prettify", is_flag=True, help="Like --json, but indented.")
@@ -325,6 +326,7 @@ def cli(
         accept_new=ssh_accept_new,
         keys=KeyRing(ssh_keyfile, remote.ask_passphrase),
         notice=lambda text: click.echo(f"circusctl: {text}", err=True),
+        asker=remote.TERMINAL,
     )
     try:
         remote.preload_keys(hosts, options)
@@ -926,6 +928,7 @@ def listen(settings: Settings, topics: tuple[str, ...], count: int | None) -> No
     problem = remote.remote_endpoint_problem(endpoint) if settings.session else None
     if problem:
         raise Failure(f"event stream: {problem}")
+    events = None
     try:
         events = subscribe(
             endpoint,
@@ -941,7 +944,6 @@ def listen(settings: Settings, topics: tuple[str, ...], count: int | None) -> No
             else:
                 settings.echo(render.event_line(event))
             if count is not None and seen >= count:
-                events.close()
                 break
     except KeyboardInterrupt:
         return
@@ -949,6 +951,10 @@ def listen(settings: Settings, topics: tuple[str, ...], count: int | None) -> No
         raise Failure(str(exc)) from None
     except CallError as exc:
         raise Failure(f"event stream: {settings.explain(exc)}") from None
+    finally:
+        # Before the SSH session, which the click context closes after this.
+        if events is not None:
+            events.close()
 
 
 # `top` lives in its own module, which uses the names above. Run as

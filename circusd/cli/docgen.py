@@ -37,19 +37,22 @@ refused at once. Before it sends anything, circusctl checks that something
 accepts connections on the endpoint, so a daemon that is not running is
 reported at once instead of after the timeout.
 
-`--timeout` bounds the whole exchange: replies to earlier, timed-out requests
-are ignored without extending it. A command sent with `--waiting` can take
-longer than the timeout on the daemon's side; circusctl then stops waiting
-and exits 1, while the daemon finishes the work.
+`--timeout` bounds connecting, then each exchange: replies to earlier,
+timed-out requests are ignored without extending it. A command sent with
+`--waiting` can take longer than the timeout on the daemon's side;
+circusctl then stops waiting and exits 1, while the daemon finishes the
+work.
 
 ## Through SSH, and on many hosts
 
 With `--ssh [USER@]HOST[:PORT]`, circusctl connects to the host with SSH
 (paramiko, in the circusctl process) and reaches the endpoint from there:
 `--endpoint` then names an ipc path or tcp address on the remote host. It
-reads `~/.ssh/config`, uses ssh-agent and `--ssh-keyfile`, and checks the
-host key against known_hosts. `--timeout` bounds the SSH connection set-up,
-then each exchange with the daemon.
+reads `~/.ssh/config` (ProxyJump and ProxyCommand included), uses ssh-agent
+and `--ssh-keyfile`, asks for a password on the terminal when the server
+takes one and no key works, and checks the host key against known_hosts.
+`--timeout` bounds the SSH connection set-up (not the time a password takes
+to type), then each exchange with the daemon.
 
 Several `--ssh` options, or `--ssh-hosts FILE`, run the same command on every
 host in parallel; each output line starts with the host, and the exit code is

@@ -1,5 +1,6 @@
-"""circusctl's SSH side: targets and hosts files, passphrase prompts, and
-running one command on many hosts at once with prefixed output.
+"""circusctl's SSH side: targets and hosts files, questions on the terminal
+(passphrases, passwords), and running one command on many hosts at once
+with prefixed output.
 
 Nothing here knows the commands: ``fan_out`` runs a callable per host in its
 own thread, each with its own SSHSession and output, and combines the exit
@@ -8,9 +9,13 @@ codes.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import getpass
+import os
+import termios
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +25,7 @@ import zmq
 from circusd.client.ssh import (
     InvalidTarget,
     KeyFileError,
+    NoTerminal,
     SSHTarget,
     load_config,
     parse_target,
@@ -31,6 +37,92 @@ if TYPE_CHECKING:
 
 EXIT_FAILURE = 1
 STOP_WAIT = 2.0  # seconds given to the hosts' threads to unwind after Ctrl-C
+
+
+class TerminalQuestions:
+    """Questions to the person at the controlling terminal (/dev/tty, never
+    stdin, which may carry data), one at a time, from any thread.
+
+    ``lock`` is held while a question is on the terminal; whatever else
+    writes there from other threads (the hosts' output of a fan-out, the
+    screen of ``top``) takes it too. ``around`` puts a full-screen view away
+    while a question is asked (see ``sharing``). A question cut short by
+    Ctrl-C in another thread leaves the terminal without echo; it is
+    restored at exit.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.around: Callable[[], contextlib.AbstractContextManager[None]] = (
+            contextlib.nullcontext
+        )
+        self._saved: list[Any] | None = None  # terminal modes while asking
+        self._restore_at_exit = False
+
+    def can_ask(self) -> bool:
+        try:
+            with open("/dev/tty"):
+                return True
+        except OSError:
+            return False
+
+    def ask(self, question: str, echo: bool) -> str:
+        """The answer (without its line end); raises NoTerminal."""
+        with self.lock, self.around():
+            try:
+                tty = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+            except OSError:
+                raise NoTerminal("there is no terminal to ask on") from None
+            try:
+                self._remember(tty)
+                if not echo:
+                    return getpass.getpass(question)
+                os.write(tty, question.encode())
+                return _read_line(tty)
+            except EOFError:  # Ctrl-D: no answer
+                return ""
+            finally:
+                self._saved = None
+                os.close(tty)
+
+    @contextlib.contextmanager
+    def sharing(
+        self, around: Callable[[], contextlib.AbstractContextManager[None]]
+    ) -> Iterator[None]:
+        """While in this block, questions are asked inside ``around()``."""
+        self.around = around
+        try:
+            yield
+        finally:
+            self.around = contextlib.nullcontext
+
+    def _remember(self, fd: int) -> None:
+        self._saved = termios.tcgetattr(fd)
+        if not self._restore_at_exit:
+            self._restore_at_exit = True
+            atexit.register(self._restore)
+
+    def _restore(self) -> None:
+        saved = self._saved
+        if saved is None:
+            return
+        with contextlib.suppress(OSError, termios.error), open("/dev/tty") as tty:
+            termios.tcsetattr(tty.fileno(), termios.TCSADRAIN, saved)
+
+
+def _read_line(fd: int) -> str:
+    """One line typed on the terminal ``fd`` (in its line mode)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 1024)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace").rstrip("\n")
+
+
+# The one controlling terminal of this process.
+TERMINAL = TerminalQuestions()
 
 
 class Output:
@@ -46,7 +138,7 @@ class Output:
 class PrefixedOutput(Output):
     """Every line starts with ``LABEL: ``; one host's block is never split."""
 
-    def __init__(self, label: str, lock: threading.Lock, muted: threading.Event):
+    def __init__(self, label: str, lock: threading.RLock, muted: threading.Event):
         self.label = label
         self._lock = lock
         self._muted = muted
@@ -138,14 +230,12 @@ def remote_endpoint_problem(endpoint: str) -> str | None:
 def ask_passphrase(path: str) -> str:
     """Ask on the terminal, never on stdin (which may carry data)."""
     try:
-        with open("/dev/tty"):
-            pass
-    except OSError:
+        return TERMINAL.ask(f"Enter passphrase for key {path}: ", echo=False)
+    except NoTerminal:
         raise KeyFileError(
             f"key file {path} is encrypted and there is no terminal to ask its "
             "passphrase on; add it to ssh-agent with `ssh-add`"
         ) from None
-    return getpass.getpass(f"Enter passphrase for key {path}: ")
 
 
 def preload_keys(hosts: Sequence[Host], options: SSHOptions) -> None:
@@ -191,7 +281,7 @@ def fan_out(
     from circusd.client.ssh import SSHSession
 
     context: zmq.Context[Any] = zmq.Context()
-    lock = threading.Lock()
+    lock = TERMINAL.lock  # no line of output in the middle of a question
     muted = threading.Event()
     codes: dict[int, int] = {}
     sessions = [SSHSession(host.target, options) for host in hosts]

@@ -11,12 +11,16 @@ with ``--json``. Several hosts share one screen (``cli.topfleet``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import sys
 import termios
+import threading
 import time
 import tty
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
@@ -39,21 +43,23 @@ FIRST_DATA_WAIT = 0.25  # seconds from the first message to the first full scree
 
 
 class Terminal:
-    """The whole screen and single key presses while in use; restored after."""
+    """The whole screen and single key presses while in use; restored after.
 
-    def __init__(self, interactive: bool) -> None:
+    ``lock`` is held while drawing and reading keys: another thread that
+    asks a question on the terminal holds it too, inside ``suspended``.
+    """
+
+    def __init__(self, interactive: bool, lock: threading.RLock | None = None) -> None:
         self.interactive = interactive
+        self.lock = lock if lock is not None else threading.RLock()
         self.keys_fd: int | None = None
         self._saved: list[Any] | None = None
 
     def __enter__(self) -> Terminal:
-        if not self.interactive:
-            return self
-        if sys.stdin.isatty():
+        if self.interactive and sys.stdin.isatty():
             self.keys_fd = sys.stdin.fileno()
             self._saved = termios.tcgetattr(self.keys_fd)
-            tty.setcbreak(self.keys_fd)  # keys without Enter; Ctrl-C still works
-        self._write("\x1b[?1049h\x1b[?25l")  # alternate screen, no cursor
+        self._take()
         return self
 
     def __exit__(
@@ -62,6 +68,26 @@ class Terminal:
         value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        self._give_back()
+
+    @contextlib.contextmanager
+    def suspended(self) -> Iterator[None]:
+        """The terminal as it was before, for the time of this block."""
+        with self.lock:
+            self._give_back()
+            try:
+                yield
+            finally:
+                self._take()
+
+    def _take(self) -> None:
+        if not self.interactive:
+            return
+        if self.keys_fd is not None:
+            tty.setcbreak(self.keys_fd)  # keys without Enter; Ctrl-C still works
+        self._write("\x1b[?1049h\x1b[?25l")  # alternate screen, no cursor
+
+    def _give_back(self) -> None:
         if not self.interactive:
             return
         self._write("\x1b[?25h\x1b[?1049l")
@@ -76,12 +102,17 @@ class Terminal:
 
     def show(self, lines: list[str]) -> None:
         """Draw over the previous screen, clearing what it left."""
-        self._write("\x1b[H" + "\x1b[K\n".join(lines) + "\x1b[K\x1b[J")
+        with self.lock:
+            self._write("\x1b[H" + "\x1b[K\n".join(lines) + "\x1b[K\x1b[J")
 
     def keys(self) -> str:
+        """The keys typed; "" if a question asked meanwhile took them."""
         if self.keys_fd is None:
             return ""
-        return os.read(self.keys_fd, 64).decode(errors="replace")
+        with self.lock:
+            if not select.select([self.keys_fd], [], [], 0)[0]:
+                return ""
+            return os.read(self.keys_fd, 64).decode(errors="replace")
 
     @staticmethod
     def _write(text: str) -> None:
@@ -226,17 +257,21 @@ def ask_statuses(settings: Settings) -> dict[str, str]:
     return {str(name): str(state) for name, state in statuses.items()}
 
 
+class StatsUnavailable(Failure):
+    """The daemon has no stats stream that can be read from here."""
+
+
 def stats_endpoint(settings: Settings) -> str:
     reply = call(settings, "globaloptions")
     endpoint = (reply.get("options") or {}).get("stats_endpoint")
     if not isinstance(endpoint, str) or not endpoint:
-        raise Failure(
+        raise StatsUnavailable(
             "the daemon publishes no statistics: set statsd = true (or "
             "stats_endpoint) in its [circus] section"
         )
     problem = remote.remote_endpoint_problem(endpoint) if settings.session else None
     if problem:
-        raise Failure(f"stats stream: {problem}")
+        raise StatsUnavailable(f"stats stream: {problem}")
     return endpoint
 
 

@@ -83,6 +83,9 @@ class CircusClient:
         Raises ReplyError for ``status: error``, DaemonUnreachable (CallTimeout
         after sending) when nothing answers in ``timeout`` seconds.
         """
+        # Connecting has its own limit (over SSH: the login, which may wait
+        # for a password); the exchange then has the whole timeout.
+        self._ensure_socket(time.monotonic() + self.timeout)
         deadline = time.monotonic() + self.timeout
         request_id = uuid.uuid4().hex
         message = {"command": command, "properties": properties, "id": request_id}

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import pwd
+import secrets
+import select
 import shutil
 import socket
 import subprocess
@@ -171,6 +173,109 @@ def login_user(
     subprocess.run(["userdel", name], capture_output=True)
 
 
+# -- passwords -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def password_sshd() -> Iterator[SSHServer]:
+    """A second sshd that also takes passwords, through PAM, as password and
+    keyboard-interactive (Debian's /etc/pam.d/sshd: pam_unix)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: sshd logs in test users")
+    if not SSHD.exists():
+        pytest.skip("sshd is missing: apt-get install openssh-server")
+    directory = Path(tempfile.mkdtemp(prefix="cdsshpw-", dir="/tmp"))
+    settings = (
+        "UsePAM yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication yes\n"
+    )
+    try:
+        server = start_sshd(directory, settings)
+    except RuntimeError as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise AssertionError(str(exc)) from None
+    yield server
+    server.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class PasswordUser:
+    name: str
+    password: str
+
+
+@pytest.fixture(scope="session")
+def password_user(password_sshd: SSHServer) -> Iterator[PasswordUser]:
+    """A real user with a password and no key."""
+    name = f"cdpw{uuid.uuid4().hex[:6]}"
+    password = secrets.token_hex(12)  # no leading "-" for tmux send-keys
+    subprocess.run(
+        ["useradd", "-M", "-d", "/nonexistent", "-s", "/bin/sh", name],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True)
+    yield PasswordUser(name, password)
+    remove_user(name)
+
+
+def remove_user(name: str) -> None:
+    """userdel, once the user's last sshd session process has ended."""
+    deadline = time.monotonic() + 10
+    while subprocess.run(["userdel", name], capture_output=True).returncode == 8:
+        if time.monotonic() > deadline:  # 8: still logged in
+            raise AssertionError(f"test user {name} is still logged in")
+        time.sleep(0.1)
+
+
+def run_on_terminal(
+    client: Client,
+    args: list[str],
+    prompt: str,
+    answers: list[str],
+    status: int = 0,
+    delay: float = 0.0,
+) -> str:
+    """Run circusctl with a pseudo-terminal as its controlling terminal and
+    answer each ``prompt`` with the next answer (``delay`` seconds after it
+    shows); returns what it wrote there, once it has exited with ``status``."""
+    controller, terminal = os.openpty()
+    process = subprocess.Popen(
+        ["setsid", "--ctty", str(CIRCUSCTL), *args],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env=client.environment(),
+    )
+    os.close(terminal)
+    seen = ""
+    answered = 0
+    deadline = time.monotonic() + 30 + delay * len(answers)
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], 0.5)
+            if ready:
+                try:
+                    seen += os.read(controller, 4096).decode(errors="replace")
+                except OSError:  # the terminal closed: the process is done
+                    break
+                if seen.count(prompt) > len(answers):
+                    raise AssertionError(f"asked once more than expected: {seen!r}")
+                if seen.count(prompt) > answered:
+                    time.sleep(delay)
+                    os.write(controller, answers[answered].encode())
+                    answered += 1
+            elif process.poll() is not None:
+                break
+        assert process.wait(10) == status, seen
+    finally:
+        os.close(controller)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return seen
+
+
 # -- several daemons ----------------------------------------------------------
 
 
@@ -183,37 +288,52 @@ def silent_host() -> Iterator[int]:
         yield listener.getsockname()[1]
 
 
-@pytest.fixture
-def start_fleet() -> Iterator[Callable[[int, str], list[Daemon]]]:
-    """``start_fleet(n, ini)``: n daemons, each in its own directory.
+class Fleet:
+    """``start_fleet(n, ini)``: n daemons, each in its own directory;
+    ``start_fleet.relaunch(daemon)``: that daemon again, after it stopped.
 
     Like tests.conftest's start_daemon (ipc endpoints under a private
     directory, readiness from a fake NOTIFY_SOCKET), which runs one daemon
     per test.
     """
-    started: list[Daemon] = []
 
-    def start(count: int, ini: str) -> list[Daemon]:
+    def __init__(self) -> None:
+        self.started: list[Daemon] = []
+
+    def __call__(self, count: int, ini: str) -> list[Daemon]:
         for _ in range(count):
-            started.append(_launch(ini))
-        return started[-count:]
+            directory = Path(tempfile.mkdtemp(prefix="cdf-", dir="/tmp"))
+            directory.chmod(0o755)
+            self.started.append(_launch(directory, write_config(directory, ini)))
+        return self.started[-count:]
 
-    yield start
-    for daemon in started:
-        daemon.stop()
-        shutil.rmtree(daemon.directory, ignore_errors=True)
+    def relaunch(self, daemon: Daemon) -> Daemon:
+        assert daemon.process.poll() is not None, "the daemon still runs"
+        (daemon.directory / "notify.sock").unlink(missing_ok=True)
+        self.started.append(_launch(daemon.directory, daemon.config))
+        return self.started[-1]
+
+    def stop_all(self) -> None:
+        for daemon in self.started:
+            daemon.stop()
+        for directory in {daemon.directory for daemon in self.started}:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
-def _launch(ini: str) -> Daemon:
-    directory = Path(tempfile.mkdtemp(prefix="cdf-", dir="/tmp"))
-    directory.chmod(0o755)
-    config = write_config(directory, ini)
+@pytest.fixture
+def start_fleet() -> Iterator[Fleet]:
+    fleet = Fleet()
+    yield fleet
+    fleet.stop_all()
+
+
+def _launch(directory: Path, config: Path) -> Daemon:
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(directory / "notify.sock"))
     log = directory / "circusd.log"
     environment = {**os.environ, "NOTIFY_SOCKET": str(directory / "notify.sock")}
     environment.pop("JOURNAL_STREAM", None)
-    with log.open("wb") as output:
+    with log.open("ab") as output:
         process = subprocess.Popen(
             [*CIRCUSD, str(config), "--log-level", "debug"],
             stdout=output,

@@ -73,9 +73,10 @@ class SSHServer:
         self.process.wait(10)
 
 
-def start_sshd(directory: Path) -> SSHServer:
+def start_sshd(directory: Path, settings: str = "") -> SSHServer:
     """Start sshd with its files in ``directory`` (made world-readable, for
-    the users it logs in) and wait until it listens."""
+    the users it logs in) and wait until it listens. ``settings`` (lines of
+    sshd_config) come first, so they win over the defaults below."""
     directory.mkdir(exist_ok=True)
     directory.chmod(0o755)
     (directory / "authorized").mkdir(mode=0o755)
@@ -83,7 +84,8 @@ def start_sshd(directory: Path) -> SSHServer:
     port = free_port()
     config = directory / "sshd_config"
     config.write_text(
-        textwrap.dedent(f"""\
+        settings
+        + textwrap.dedent(f"""\
             Port {port}
             ListenAddress 127.0.0.1
             HostKey {directory}/host_ed25519

@@ -5,7 +5,6 @@ key files with a passphrase asked on the terminal."""
 from __future__ import annotations
 
 import os
-import select
 import shutil
 import subprocess
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Daemon
-from tests.ssh.conftest import CIRCUSCTL, Client, SSHServer, keygen
+from tests.ssh.conftest import Client, SSHServer, keygen, run_on_terminal
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -74,15 +73,6 @@ def test_proxy_jump_reaches_the_host_through_another(
 
     assert (result.returncode, result.stdout, result.stderr) == (0, "sleeper\n", "")
     assert sshd.log.count("Accepted publickey for root") == logins + 2
-
-
-def test_proxy_command_is_refused_rather_than_bypassed(client: Client) -> None:
-    write_config(client, "Host viacmd\n  ProxyCommand nc %h %p\n")
-
-    result = client.run("--ssh", "viacmd", "--endpoint", "ipc:///x.sock", "list")
-
-    assert result.returncode == 2
-    assert "ProxyCommand" in result.stderr and "ProxyJump" in result.stderr
 
 
 @pytest.fixture
@@ -186,44 +176,3 @@ def test_an_encrypted_key_file_asks_its_passphrase_on_the_terminal(
 
     assert output.count("Enter passphrase for key") == 2
     assert output.rstrip().endswith("sleeper")
-
-
-def run_on_terminal(
-    client: Client, args: list[str], prompt: str, answers: list[str]
-) -> str:
-    """Run circusctl with a pseudo-terminal as its controlling terminal and
-    answer each ``prompt`` with the next answer; returns what it wrote there."""
-    controller, terminal = os.openpty()
-    process = subprocess.Popen(
-        ["setsid", "--ctty", str(CIRCUSCTL), *args],
-        stdin=terminal,
-        stdout=terminal,
-        stderr=terminal,
-        env=client.environment(),
-    )
-    os.close(terminal)
-    seen = ""
-    answered = 0
-    deadline = time.monotonic() + 30
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([controller], [], [], 0.5)
-            if ready:
-                try:
-                    seen += os.read(controller, 4096).decode(errors="replace")
-                except OSError:  # the terminal closed: the process is done
-                    break
-                if seen.count(prompt) > len(answers):
-                    raise AssertionError(f"asked once more than expected: {seen!r}")
-                if seen.count(prompt) > answered:
-                    os.write(controller, answers[answered].encode())
-                    answered += 1
-            elif process.poll() is not None:
-                break
-        assert process.wait(10) == 0, seen
-    finally:
-        os.close(controller)
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    return seen

@@ -1,4 +1,5 @@
-"""The bridge's copying from the server, with a local reader that lags.
+"""The bridge's copying from the server, with a local reader that lags or
+goes away.
 
 paramiko's thread writes what the local socket takes at once and queues the
 rest for the downstream thread, which writes it later; the bytes must come
@@ -8,6 +9,7 @@ paramiko outside PARAMIKO_TESTED only the thread writes (ThreadOnly).
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -18,6 +20,7 @@ import pytest
 
 from circusd.client.ssh.bridge import Pump
 from circusd.client.ssh.transport import TunnelTransport
+from tests.conftest import wait_for
 from tests.ssh.conftest import SSHServer
 
 PATTERN = b"".join(number.to_bytes(4, "big") for number in range(2**21))  # 8 MiB
@@ -80,5 +83,61 @@ def test_bytes_from_the_server_stay_in_order_when_the_reader_lags(
     finally:
         pump.close()
         reader.close()
+        transport.close()
+        server.join(10)
+
+
+def serve_until_closed(path: Path) -> threading.Thread:
+    """A unix socket at ``path`` that writes to its first client until the
+    connection is closed, whatever the client sends (or stops sending)."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+    listener.settimeout(30)
+
+    def serve() -> None:
+        with listener:
+            connection, _ = listener.accept()
+            connection.settimeout(30)
+            with connection:
+                try:
+                    while True:
+                        connection.sendall(PATTERN[:65536])
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.timeout(60)
+def test_a_local_reader_that_closes_while_data_flows_is_no_broken_tunnel(
+    sshd: SSHServer, root_key: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What circusctl does at exit: ZeroMQ's socket closes first, while the
+    server still sends; the tunnel then ends without an error or warning."""
+    caplog.set_level(logging.WARNING, logger="circusd.client.ssh")
+    path = tmp_path / "source.sock"
+    server = serve_until_closed(path)
+    transport = TunnelTransport(socket.create_connection(("127.0.0.1", sshd.port)))
+    local, reader = socket.socketpair()
+    pump = Pump("test")
+    try:
+        transport.start_client(timeout=10)
+        key = paramiko.Ed25519Key.from_private_key_file(str(root_key))
+        transport.auth_publickey("root", key)
+        channel = transport.open_unix_channel(str(path), 10)
+        pump.connect(channel, local, transport)
+        reader.settimeout(10)
+        assert reader.recv(65536), "no data from the server"
+
+        reader.close()  # as ZeroMQ's socket closes
+        wait_for(lambda: channel.closed, what="the tunnel to end")
+
+        assert pump.error is None
+        assert [r.message for r in caplog.records] == []
+    finally:
+        pump.close()
         transport.close()
         server.join(10)

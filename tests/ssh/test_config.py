@@ -27,6 +27,7 @@ from circusd.client.ssh.hostkeys import (
     known_keys,
     preferred_key_types,
 )
+from circusd.client.ssh.target import new_config
 from circusd.client.ssh.transport import PARAMIKO_TESTED, paramiko_version
 
 pytestmark = pytest.mark.timeout(20)
@@ -65,7 +66,7 @@ def test_bad_targets_say_what_is_wrong(text: str, problem: str) -> None:
 
 
 def config(text: str) -> paramiko.SSHConfig:
-    parsed = paramiko.SSHConfig()
+    parsed = new_config()
     parsed.parse(io.StringIO(text))
     return parsed
 
@@ -129,9 +130,21 @@ def test_a_proxy_jump_loop_is_refused() -> None:
         resolve_chain(parse_target("loop1"), config(FLEET_CONFIG))
 
 
-def test_proxy_command_is_refused() -> None:
-    with pytest.raises(InvalidTarget, match="ProxyCommand"):
-        resolve(parse_target("x"), config("Host x\n  ProxyCommand nc %h %p\n"))
+def test_proxy_command_tokens_expand_as_openssh_does() -> None:
+    text = "Host x\n  HostName 10.0.0.9\n  User deploy\n  Port 2200\n"
+    text += "  ProxyCommand ssh -W %h:%p -l %r gate # %n %%h ~\n"
+
+    from_config = resolve(parse_target("x"), config(text))
+    from_target = resolve(parse_target("ops@x:2222"), config(text))
+
+    assert from_config.proxy_command == "ssh -W 10.0.0.9:2200 -l deploy gate # x %h ~"
+    assert from_target.proxy_command == "ssh -W 10.0.0.9:2222 -l ops gate # x %h ~"
+
+
+def test_proxy_command_none_is_no_proxy() -> None:
+    text = "Host x\n  ProxyCommand none\n\nHost *\n  ProxyCommand nc %h %p\n"
+
+    assert resolve(parse_target("x"), config(text)).proxy_command is None
 
 
 def settings_with(known_hosts: Path, accept_new: bool = False) -> HostSettings:

@@ -9,11 +9,12 @@ import json
 import signal
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from tests.conftest import Daemon, wait_for
-from tests.ssh.conftest import CIRCUSCTL, Client, SSHServer
+from tests.ssh.conftest import CIRCUSCTL, Client, Fleet, SSHServer
 from tests.ssh.test_fleet import TIMEOUT, hosts_file
 from tests.terminal import terminal
 
@@ -58,8 +59,9 @@ def test_top_json_shows_every_live_host_and_a_notice_for_the_dead_one(
         assert sorted(p["pid"] for p in sleeper["processes"]) == sorted(
             daemon.pids("sleeper")
         )
-    assert list(hosts[dead]) == ["error"]
     assert "could not connect to" in hosts[dead]["error"]
+    # A daemon that is down may come back: its host is tried again.
+    assert set(hosts[dead]) in ({"error", "retry_in"}, {"error", "notice"})
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         f"circusctl: error: 1 of 3 hosts failed: {dead} (exit 1)"
@@ -150,6 +152,7 @@ def test_top_in_a_terminal_shows_every_host_and_q_ends_every_session(
         status = wait_for(pane.exit_status, timeout=10, what="q to end top")
 
     assert screen.count("circusctl top - 3 hosts") == 1
+    assert "retrying in " in screen or "reconnecting" in screen
     for name in names:
         assert f"== {name} ==" in screen
     assert status == "1"
@@ -213,10 +216,10 @@ def test_a_daemon_that_stops_answering_does_not_hold_back_the_others(
             frames.append(json.loads(top.stdout.readline())["hosts"])
             arrivals.append(time.monotonic())
             assert len(frames) < 3 * TIMEOUT, frames[-1][frozen]
+        top.send_signal(signal.SIGINT)  # while the daemon is still silent
+        _, err = top.communicate(timeout=10)
     finally:
         fleet[1].process.send_signal(signal.SIGCONT)
-    top.send_signal(signal.SIGINT)
-    _, err = top.communicate(timeout=10)
 
     gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
     assert max(gaps) < 1.5, gaps
@@ -226,3 +229,60 @@ def test_a_daemon_that_stops_answering_does_not_hold_back_the_others(
     assert err.splitlines() == [
         f"circusctl: error: 1 of 2 hosts failed: {frozen} (exit 1)"
     ]
+
+
+def test_a_host_whose_daemon_stops_is_retried_and_comes_back(
+    client: Client, sshd: SSHServer, start_fleet: Fleet
+) -> None:
+    """Over the same SSH connection: the daemon went, not the host."""
+    fleet = start_fleet(3, WITH_STATS)
+    names = labels(client, fleet)
+    top = client.popen(
+        "--ssh-hosts", str(hosts_file(client, fleet)), "--ssh-keyfile",
+        str(client.key), "--timeout", str(TIMEOUT), "--json", "top",
+    )  # fmt: skip
+    assert top.stdout is not None
+
+    def frame() -> dict[str, Any]:
+        hosts: dict[str, Any] = json.loads(top.stdout.readline())["hosts"]
+        return hosts
+
+    wait_for(
+        lambda: all("watchers" in host for host in frame().values()),
+        timeout=30,
+        what="every host's watchers in a frame",
+    )
+    fleet[1].stop()
+    stopped = time.monotonic()
+    down = wait_for(
+        lambda: (hosts := frame()) and "error" in hosts[names[1]] and hosts,
+        timeout=3 * TIMEOUT,
+        what="the stopped daemon's notice",
+    )
+    noticed = time.monotonic() - stopped
+    assert "watchers" in down[names[0]] and "watchers" in down[names[2]]
+    logins = sshd.log.count("Accepted publickey for root")
+    notices = [frame()[names[1]] for _ in range(3)]  # it is being retried
+    assert all("error" in notice for notice in notices)
+    assert all(notice.get("retry_in", 0) <= 5 for notice in notices)
+
+    back = start_fleet.relaunch(fleet[1])
+    ready = time.monotonic()
+    pids = back.pids("sleeper")
+    wait_for(
+        lambda: (
+            (sleeper := frame()[names[1]].get("watchers", {}).get("sleeper"))
+            and sorted(p["pid"] for p in sleeper["processes"]) == sorted(pids)
+        ),
+        timeout=15,
+        what="the restarted daemon's processes in a frame",
+    )
+    print(
+        f"\nnotice {noticed:.1f} s after the stop, processes shown again "
+        f"{time.monotonic() - ready:.1f} s after the daemon was ready"
+    )
+    top.send_signal(signal.SIGINT)
+    _, err = top.communicate(timeout=10)
+
+    assert (top.returncode, err) == (0, "")
+    assert sshd.log.count("Accepted publickey for root") == logins

@@ -19,6 +19,7 @@ from circusd.client.ssh.errors import (
     HostKeyUnknown,
     InvalidTarget,
     KeyFileError,
+    NoTerminal,
     SSHError,
     SSHUnreachable,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "InvalidTarget",
     "KeyFileError",
     "KeyRing",
+    "NoTerminal",
     "PassphrasePrompt",
     "SSHError",
     "SSHOptions",

@@ -53,6 +53,8 @@ class Pump:
     def __init__(self, label: str) -> None:
         self.label = label
         self.error: str | None = None
+        self.ended_by_server = False  # the server sent end-of-file
+        self.done = False  # both directions have ended
         self._channel: paramiko.Channel | None = None
         self._local: socket.socket | None = None
         self._ready = threading.Event()
@@ -110,7 +112,7 @@ class Pump:
         if channel is None or local is None:
             return
         try:
-            while data := local.recv(CHUNK):
+            while data := _read_local(local):
                 channel.sendall(data)
             channel.shutdown_write()
         except _COPY_ERRORS as exc:
@@ -125,10 +127,13 @@ class Pump:
             return
         try:
             while data := channel.recv(CHUNK):
-                local.sendall(data)
+                if not _write_local(local, data):
+                    break  # ZeroMQ closed its socket: nobody wants the rest
                 with self._order:
                     self._queued = channel.recv_ready()
-            local.shutdown(socket.SHUT_WR)
+            else:
+                self.ended_by_server = True
+                _shut_local(local, socket.SHUT_WR)
         except _COPY_ERRORS as exc:
             self._failed("from the server", exc)
         finally:
@@ -144,6 +149,7 @@ class Pump:
         with self._lock:
             self._open_directions -= 1
             last = self._open_directions == 0
+            self.done = last
         if last and self._channel is not None and self._local is not None:
             self._stop_direct()
             self._channel.close()
@@ -164,10 +170,7 @@ class Pump:
         if self._channel is not None:
             self._channel.close()
         if self._local is not None:
-            try:
-                self._local.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            _shut_local(self._local, socket.SHUT_RDWR)
 
     def close(self, timeout: float = 2.0) -> None:
         """Stop copying and wait for both threads."""
@@ -180,6 +183,38 @@ class Pump:
         if self._local is not None:
             self._stop_direct()
             self._local.close()
+
+
+# The local socket's peer is always this process's own ZeroMQ socket (see
+# _accept_own): an error on it means ZeroMQ closed its end, as it does when
+# circusctl closes a socket while data still arrives (at exit, say). That
+# ends the copying quietly; only a failure on the SSH side is a broken tunnel.
+
+
+def _read_local(local: socket.socket) -> bytes:
+    """The next bytes from ZeroMQ; b"" once it has closed its end."""
+    try:
+        return local.recv(CHUNK)
+    except OSError as exc:
+        logger.debug("local end closed error=%s", exc)
+        return b""
+
+
+def _write_local(local: socket.socket, data: bytes) -> bool:
+    """Give ``data`` to ZeroMQ; False if it has closed its end."""
+    try:
+        local.sendall(data)
+    except OSError as exc:
+        logger.debug("local end closed error=%s", exc)
+        return False
+    return True
+
+
+def _shut_local(local: socket.socket, how: int) -> None:
+    try:
+        local.shutdown(how)
+    except OSError:
+        pass  # already closed by ZeroMQ
 
 
 class PendingBridge:

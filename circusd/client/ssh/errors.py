@@ -29,6 +29,10 @@ class AuthenticationFailed(SSHError):
     """The server accepted none of the keys offered."""
 
 
+class NoTerminal(SSHError):
+    """There is no terminal to ask a password on."""
+
+
 class KeyFileError(SSHError):
     """A private key file cannot be read or decrypted."""
 

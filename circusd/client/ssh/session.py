@@ -19,8 +19,7 @@ import contextlib
 import logging
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -31,15 +30,12 @@ import zmq
 from circusd.client.endpoints import Endpoint
 from circusd.client.errors import InvalidEndpoint
 from circusd.client.ssh import zmtp
+from circusd.client.ssh.auth import Asker, Deadline, Login
 from circusd.client.ssh.bridge import PendingBridge, Pump
-from circusd.client.ssh.errors import (
-    AuthenticationFailed,
-    ChannelRefused,
-    SSHError,
-    SSHUnreachable,
-)
+from circusd.client.ssh.errors import ChannelRefused, SSHError, SSHUnreachable
 from circusd.client.ssh.hostkeys import check_host_key, known_keys, preferred_key_types
-from circusd.client.ssh.keys import AgentKeys, Identity, KeyRing, public_blob
+from circusd.client.ssh.keys import AgentKeys, KeyRing
+from circusd.client.ssh.proxy import ProxyProcess
 from circusd.client.ssh.target import (
     HostSettings,
     SSHTarget,
@@ -70,6 +66,7 @@ class SSHOptions:
     accept_new: bool = False
     keys: KeyRing = field(default_factory=KeyRing)
     notice: Callable[[str], None] | None = None  # e.g. "added host key ..."
+    asker: Asker | None = None  # for passwords; None: never ask
 
 
 class SSHSession:
@@ -81,7 +78,8 @@ class SSHSession:
         self._lock = threading.Lock()
         self._transports: list[TunnelTransport] = []
         self._agents: list[AgentKeys] = []
-        self._pumps: list[Pump] = []
+        self._tunnels: dict[zmq.Socket[Any], Pump] = {}
+        self._proxy: ProxyProcess | None = None
         self._closed = False
         # The TCP socket of a set-up in progress (open() holds the lock).
         self._connecting: socket.socket | None = None
@@ -111,9 +109,8 @@ class SSHSession:
                 raise SSHError(f"{self.label}: the session is closed")
             if self._transports:
                 return
-            deadline = time.monotonic() + self.options.timeout
             try:
-                self._connect_chain(deadline)
+                self._connect_chain(Deadline(self.options.timeout))
             except BaseException:
                 self._close_transports()
                 raise
@@ -138,18 +135,36 @@ class SSHSession:
             channel.close()
             raise
         with self._lock:
-            self._pumps.append(pump)
+            # Tunnels whose copying has ended are forgotten.
+            self._tunnels = {s: p for s, p in self._tunnels.items() if not p.done}
+            self._tunnels[sock] = pump
         return sock
+
+    def alive(self) -> bool:
+        """Whether the session can be used: not closed, and its connection
+        up or not made yet."""
+        if self._closed:
+            return False
+        return not self._transports or self._transports[-1].is_active()
+
+    def tunnel_ended(self, sock: zmq.Socket[Any]) -> bool:
+        """Whether the server's side of ``sock``'s tunnel has gone: the
+        daemon closed the connection, or copying failed."""
+        pump = self._tunnels.get(sock)
+        return pump is not None and (pump.ended_by_server or pump.error is not None)
 
     def problem(self) -> str | None:
         """Why tunnelled traffic stopped, if the session knows; else None."""
-        for pump in self._pumps:
+        for pump in list(self._tunnels.values()):
             if pump.error:
                 return f"{self.label}: {pump.error}"
         transport = self._transports[-1] if self._transports else None
         if transport is not None and not transport.is_active():
             cause = transport.get_exception()
             detail = f": {cause}" if cause else ""
+            ended = self._proxy.failure() if self._proxy is not None else None
+            if ended:
+                detail = f"{detail}; its ProxyCommand {ended}"
             return f"{self.label}: the SSH connection was lost{detail}"
         return None
 
@@ -165,7 +180,7 @@ class SSHSession:
                 connecting.shutdown(socket.SHUT_RDWR)
         with self._lock:
             self._closed = True
-            pumps, self._pumps = self._pumps, []
+            pumps, self._tunnels = list(self._tunnels.values()), {}
         for pump in pumps:
             pump.close()
         self._close_transports()
@@ -180,13 +195,16 @@ class SSHSession:
             if transport.is_alive() and transport is not threading.current_thread():
                 transport.join(CLOSE_WAIT)
         self._transports = []
+        if self._proxy is not None:
+            self._proxy.close()
+            self._proxy = None
         for agent in self._agents:
             agent.close()
         self._agents = []
 
     # -- connecting -------------------------------------------------------
 
-    def _connect_chain(self, deadline: float) -> None:
+    def _connect_chain(self, deadline: Deadline) -> None:
         config = load_config(self.options.config_file)
         chain = resolve_chain(self.target, config, self.options.accept_new)
         previous: TunnelTransport | None = None
@@ -200,10 +218,21 @@ class SSHSession:
             finally:
                 self._connecting = None
             self._transports.append(previous)
-            self._authenticate(host, previous, deadline)
+            login = Login(
+                self.label,
+                host,
+                previous,
+                self.options.keys,
+                self.options.asker,
+                deadline,
+            )
+            try:
+                login.run()
+            finally:
+                self._agents += login.agents
 
     def _reach(
-        self, host: HostSettings, through: TunnelTransport | None, deadline: float
+        self, host: HostSettings, through: TunnelTransport | None, deadline: Deadline
     ) -> Any:
         """A connected socket to ``host``: TCP, or a channel through a jump."""
         if through is not None:
@@ -212,7 +241,7 @@ class SSHSession:
                     "direct-tcpip",
                     (host.hostname, host.port),
                     ("127.0.0.1", 0),
-                    timeout=_left(deadline),
+                    timeout=deadline.left(),
                 )
             except paramiko.ChannelException as exc:
                 raise SSHUnreachable(
@@ -221,7 +250,13 @@ class SSHSession:
                 ) from None
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 raise self._unreachable(host, f"jump failed: {exc}") from None
-        limit = _left(deadline)
+        if host.proxy_command is not None:
+            try:
+                self._proxy = ProxyProcess(host.proxy_command)
+            except OSError as exc:
+                raise self._unreachable(host, f"cannot start it: {exc}") from None
+            return self._proxy.socket
+        limit = deadline.left()
         if host.connect_timeout is not None:
             limit = min(limit, host.connect_timeout)
         try:
@@ -236,10 +271,12 @@ class SSHSession:
             raise self._unreachable(host, exc.strerror or str(exc)) from None
         return quick_ack(sock)
 
-    def _start(self, host: HostSettings, sock: Any, deadline: float) -> TunnelTransport:
+    def _start(
+        self, host: HostSettings, sock: Any, deadline: Deadline
+    ) -> TunnelTransport:
         """Handshake, then the host key check."""
         transport = TunnelTransport(sock)
-        remaining = _left(deadline)
+        remaining = deadline.left()
         transport.banner_timeout = remaining
         transport.handshake_timeout = remaining
         known = known_keys(host)
@@ -251,7 +288,10 @@ class SSHSession:
             key = transport.get_remote_server_key()
         except (paramiko.SSHException, EOFError, OSError) as exc:
             transport.close()
-            if time.monotonic() >= deadline:
+            ended = self._proxy.failure() if self._proxy is not None else None
+            if ended:
+                detail = f"it {ended}"
+            elif deadline.passed():
                 detail = f"no SSH handshake within {self.options.timeout:g} s"
             else:
                 detail = f"SSH handshake failed: {exc or type(exc).__name__}"
@@ -263,75 +303,10 @@ class SSHSession:
             raise type(exc)(f"{self.label}: {exc}") from None
         return transport
 
-    def _authenticate(
-        self, host: HostSettings, transport: TunnelTransport, deadline: float
-    ) -> None:
-        tried: list[str] = []
-        for identity in self._identities(host):
-            transport.auth_timeout = _left(deadline)
-            try:
-                transport.auth_publickey(host.user, identity.key)
-            except paramiko.BadAuthenticationType as exc:
-                allowed = ", ".join(exc.allowed_types) or "nothing"
-                raise AuthenticationFailed(
-                    f"{self.label}: Authentication failed for {host.user}@"
-                    f"{host.address}: the server does not accept public keys "
-                    f"(it allows {allowed})"
-                ) from None
-            except paramiko.AuthenticationException:
-                tried.append(identity.source)
-                continue
-            except (paramiko.SSHException, EOFError, OSError) as exc:
-                tried.append(identity.source)
-                raise self._auth_failed(host, tried, f"; then {exc}") from None
-            if transport.is_authenticated():
-                logger.debug(
-                    "authenticated host=%s key=%s", host.address, identity.source
-                )
-                return
-            tried.append(f"{identity.source} (more factors asked)")
-        raise self._auth_failed(host, tried, "")
-
-    def _identities(self, host: HostSettings) -> Iterator[Identity]:
-        """Keys to offer, each once, loading a key file only when its turn
-        comes and only if its public key has not been offered already."""
-        keys = self.options.keys
-        offered: set[bytes] = set()
-        sources = [keys.explicit()]
-        if not host.identities_only:
-            agent = AgentKeys()
-            self._agents.append(agent)
-            sources.append(agent.identities())
-        for identities in sources:
-            for identity in identities:
-                if identity.key.asbytes() not in offered:
-                    offered.add(identity.key.asbytes())
-                    yield identity
-        for path in host.identity_files:
-            if public_blob(path) in offered:
-                continue
-            for identity in keys.from_files([path]):
-                if identity.key.asbytes() not in offered:
-                    offered.add(identity.key.asbytes())
-                    yield identity
-
-    def _auth_failed(
-        self, host: HostSettings, tried: list[str], extra: str
-    ) -> AuthenticationFailed:
-        if tried:
-            counted = _count(tried)
-            what = f"the server accepted none of the keys offered ({counted})"
-        else:
-            what = "no key to offer (no --ssh-keyfile, ssh-agent or IdentityFile)"
-        skipped = "; ".join(self.options.keys.skipped().values())
-        more = f"; skipped: {skipped}" if skipped else ""
-        return AuthenticationFailed(
-            f"{self.label}: Authentication failed for {host.user}@{host.address}: "
-            f"{what}{more}{extra}"
-        )
-
     def _unreachable(self, host: HostSettings, detail: str) -> SSHUnreachable:
         via = "" if host.target == self.target else f" (jump host {host.target})"
+        if host.proxy_command is not None:
+            via += f" via ProxyCommand `{host.proxy_command}`"
         return SSHUnreachable(
             f"{self.label}: cannot connect to {host.address}{via}: {detail}"
         )
@@ -404,17 +379,3 @@ class SSHSession:
     def _user(self) -> str:
         transport = self._transports[-1]
         return str(transport.get_username() or "the login user")
-
-
-def _left(deadline: float) -> float:
-    return max(deadline - time.monotonic(), 0.001)
-
-
-def _count(sources: list[str]) -> str:
-    counts: dict[str, int] = {}
-    for source in sources:
-        counts[source] = counts.get(source, 0) + 1
-    return ", ".join(
-        f"{source} x{number}" if number > 1 else source
-        for source, number in counts.items()
-    )

@@ -2,15 +2,17 @@
 
 ``resolve`` turns a target into HostSettings the way OpenSSH reads
 ``~/.ssh/config``: Host aliases, HostName, User, Port, IdentityFile,
-IdentitiesOnly, ProxyJump, the known_hosts files, StrictHostKeyChecking,
-HashKnownHosts, HostKeyAlias and ConnectTimeout. A user or port written in
-the target wins over the config, as with ``ssh``.
+IdentitiesOnly, ProxyJump, ProxyCommand, the known_hosts files,
+StrictHostKeyChecking, HashKnownHosts, HostKeyAlias and ConnectTimeout. A
+user or port written in the target wins over the config, as with ``ssh``,
+also in ProxyCommand's %r and %p.
 """
 
 from __future__ import annotations
 
 import getpass
 import os
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,6 +22,10 @@ if TYPE_CHECKING:
     import paramiko
 
 SSH_PORT = 22
+# What circusctl can do, in OpenSSH's default order (it also has
+# gssapi-with-mic and hostbased first, which circusctl does not offer).
+AUTH_METHODS = ("publickey", "keyboard-interactive", "password")
+INTERACTIVE = ("keyboard-interactive", "password")
 DEFAULT_IDENTITIES = ("id_rsa", "id_ecdsa", "id_ed25519")
 DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
 GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
@@ -89,6 +95,9 @@ class HostSettings:
     accept_new: bool
     hash_known_hosts: bool
     connect_timeout: float | None
+    proxy_command: str | None = None  # with its tokens expanded
+    auth_methods: tuple[str, ...] = AUTH_METHODS  # in the order to try them
+    password_prompts: int = 3  # NumberOfPasswordPrompts
 
     @property
     def known_hosts_name(self) -> str:
@@ -102,14 +111,26 @@ class HostSettings:
         return f"{host}:{self.port}"
 
 
+def new_config() -> paramiko.SSHConfig:
+    """An empty paramiko SSHConfig that leaves ProxyCommand's tokens to
+    ``resolve``: paramiko would take %p and %r from the config alone, not
+    from the target as OpenSSH does."""
+    import paramiko  # only here: it is slow to import
+
+    config = paramiko.SSHConfig()
+    config.TOKENS_BY_CONFIG_KEY = {
+        **getattr(config, "TOKENS_BY_CONFIG_KEY", {}),
+        "proxycommand": [],
+    }
+    return config
+
+
 def load_config(path: str | None) -> paramiko.SSHConfig:
     """The ssh_config at ``path``, or ``~/.ssh/config`` (empty if missing).
 
     An explicit ``path`` that cannot be read raises InvalidTarget.
     """
-    import paramiko  # only here: it is slow to import
-
-    config = paramiko.SSHConfig()
+    config = new_config()
     chosen = os.path.expanduser(path or "~/.ssh/config")
     try:
         with open(chosen) as stream:
@@ -132,22 +153,33 @@ def resolve(
         entry = config.lookup(target.host)
     except Exception as exc:  # Match exec and token errors come from paramiko
         raise InvalidTarget(f"ssh config for {target.host}: {exc}") from None
-    proxy_command = str(entry.get("proxycommand", "none"))
-    if proxy_command.lower() != "none":
-        raise InvalidTarget(
-            f"ssh config for {target.host} sets ProxyCommand, which circusctl "
-            "does not run; use ProxyJump instead"
-        )
     port = target.port or _integer(entry.get("port"), SSH_PORT, "Port", target)
     strict = str(entry.get("stricthostkeychecking", "yes")).lower()
+    hostname = str(entry.get("hostname", target.host))
+    user = target.user or str(entry.get("user") or getpass.getuser())
+    jumps = _jumps(entry.get("proxyjump"), target)
+    proxy_command = entry.get("proxycommand")
+    if proxy_command is not None and str(proxy_command).lower() != "none":
+        if jumps:
+            # OpenSSH takes whichever comes first in the file; paramiko's
+            # reader does not keep that order.
+            raise InvalidTarget(
+                f"ssh config for {target.host} sets both ProxyJump and "
+                "ProxyCommand; keep one"
+            )
+        values = {"%": "%", "h": hostname, "n": target.host, "p": str(port), "r": user}
+        where = f"{target.host} ProxyCommand"
+        proxy_command = expand_tokens(str(proxy_command), values, where)
+    else:
+        proxy_command = None
     return HostSettings(
         target=target,
-        hostname=str(entry.get("hostname", target.host)),
+        hostname=hostname,
         port=port,
-        user=target.user or str(entry.get("user") or getpass.getuser()),
+        user=user,
         identity_files=_identity_files(entry.get("identityfile")),
         identities_only=_yes(entry.get("identitiesonly")),
-        jumps=_jumps(entry.get("proxyjump"), target),
+        jumps=jumps,
         known_hosts_files=_paths(entry.get("userknownhostsfile"), DEFAULT_KNOWN_HOSTS),
         global_known_hosts_files=_paths(
             entry.get("globalknownhostsfile"), GLOBAL_KNOWN_HOSTS
@@ -157,7 +189,24 @@ def resolve(
         accept_new=accept_new or strict in ("accept-new", "no", "off"),
         hash_known_hosts=_yes(entry.get("hashknownhosts")),
         connect_timeout=_timeout(entry.get("connecttimeout"), target),
+        proxy_command=proxy_command,
+        auth_methods=_auth_methods(entry),
+        password_prompts=_count(entry.get("numberofpasswordprompts"), 3, target),
     )
+
+
+def expand_tokens(text: str, values: dict[str, str], where: str) -> str:
+    """``text`` with each ``%X`` replaced by ``values[X]``, as OpenSSH's
+    percent_expand does; an unknown or unfinished token raises InvalidTarget."""
+
+    def value(match: re.Match[str]) -> str:
+        token = match.group(1)
+        if token not in values:
+            shown = f"%{token}" if token else "a lone '%' at the end"
+            raise InvalidTarget(f"ssh config for {where}: unknown token {shown}")
+        return values[token]
+
+    return re.sub(r"%(.?)", value, text, flags=re.DOTALL)
 
 
 def resolve_chain(
@@ -205,6 +254,31 @@ def _jumps(value: object, target: SSHTarget) -> tuple[SSHTarget, ...]:
     return tuple(hops)
 
 
+def _auth_methods(entry: dict[str, object]) -> tuple[str, ...]:
+    """The methods to try, in order: PreferredAuthentications, less those
+    turned off (PubkeyAuthentication, KbdInteractiveAuthentication or its old
+    name ChallengeResponseAuthentication, PasswordAuthentication) and the
+    ones that ask questions under BatchMode."""
+    preferred = str(entry.get("preferredauthentications") or ",".join(AUTH_METHODS))
+    off = {
+        "publickey": _no(entry.get("pubkeyauthentication")),
+        "keyboard-interactive": _no(entry.get("kbdinteractiveauthentication"))
+        or _no(entry.get("challengeresponseauthentication")),
+        "password": _no(entry.get("passwordauthentication")),
+    }
+    batch = _yes(entry.get("batchmode"))
+    methods = [name.strip() for name in preferred.split(",")]
+    return tuple(
+        dict.fromkeys(
+            name
+            for name in methods
+            if name in AUTH_METHODS
+            and not off[name]
+            and not (batch and name in INTERACTIVE)
+        )
+    )
+
+
 def _identity_files(value: object) -> tuple[str, ...]:
     if value:
         listed = value if isinstance(value, list) else [value]
@@ -220,6 +294,21 @@ def _paths(value: object, default: tuple[str, ...]) -> tuple[str, ...]:
 
 def _yes(value: object) -> bool:
     return str(value or "no").lower() in ("yes", "true")
+
+
+def _no(value: object) -> bool:
+    return str(value or "yes").lower() in ("no", "false")
+
+
+def _count(value: object, default: int, target: SSHTarget) -> int:
+    if value is None:
+        return default
+    text = str(value)
+    if not text.isdigit():
+        raise InvalidTarget(
+            f"ssh config for {target.host}: invalid NumberOfPasswordPrompts {text!r}"
+        )
+    return int(text)
 
 
 def _integer(value: object, default: int, key: str, target: SSHTarget) -> int:
