@@ -25,23 +25,35 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
 import zmq
 
 from circusd.control.auth import ZAP_ENDPOINT, TcpPeers
 
+Server = tuple[zmq.Context[Any], zmq.Socket[Any], zmq.Socket[Any], TcpPeers, int]
 
-def one_round(connections: int) -> list[float]:
+
+def server(identify: bool) -> Server:
+    """A ROUTER on loopback tcp whose ZAP requests come to ``zap``, with its
+    connections followed by ``peers`` if ``identify``: context, zap,
+    router, peers, port."""
     context = zmq.Context()
     zap = context.socket(zmq.REP)
     zap.bind(ZAP_ENDPOINT)
     router = context.socket(zmq.ROUTER)
     router.zap_domain = b"bench"
     peers = TcpPeers(tickets=True)
-    peers.watch(router)
+    if identify:
+        peers.watch(router)
     router.bind("tcp://127.0.0.1:0")
     port = int(router.last_endpoint.decode().rsplit(":", 1)[1])
     peers.listen(socket.inet_aton("127.0.0.1"), port)
+    return context, zap, router, peers, port
+
+
+def one_round(connections: int) -> list[float]:
+    context, zap, router, peers, port = server(identify=True)
     (reports,) = peers.reports()
     samples = []
     try:
@@ -76,17 +88,7 @@ def one_round(connections: int) -> list[float]:
 
 def serve(identify: bool) -> None:
     """Answer one request per connection until stdin closes; print the port."""
-    context = zmq.Context()
-    zap = context.socket(zmq.REP)
-    zap.bind(ZAP_ENDPOINT)
-    router = context.socket(zmq.ROUTER)
-    router.zap_domain = b"bench"
-    peers = TcpPeers(tickets=True)
-    if identify:
-        peers.watch(router)
-    router.bind("tcp://127.0.0.1:0")
-    port = int(router.last_endpoint.decode().rsplit(":", 1)[1])
-    peers.listen(socket.inet_aton("127.0.0.1"), port)
+    context, zap, router, peers, port = server(identify)
     poller = zmq.Poller()
     for sock in (zap, router, *peers.reports()):
         poller.register(sock, zmq.POLLIN)
