@@ -150,9 +150,7 @@ class StatsStream:
         # closed, so every tick looks again for connections gone.
         self._interest.collect()
         if not self._interest:
-            log.debug("no subscriber left, publishing stopped")
-            self._timer = None
-            self._reads.watch(False)
+            self._follow()  # stops
             return
         self._publish()
         # On a fixed grid; a tick that ran late does not shift the next ones.

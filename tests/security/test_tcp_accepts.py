@@ -14,10 +14,10 @@ import zmq
 
 from circusd.control.auth import ZAP_ENDPOINT, Caller, TcpPeers
 from tests.conftest import ServiceUser
+from tests.security.conftest import SYSTEM_PYTHON
 
 pytestmark = pytest.mark.root
 
-SYSTEM_PYTHON = "/usr/bin/python3"
 # A ZMTP 3.0 greeting for the NULL mechanism: libzmq asks ZAP once it is in.
 GREETING = b"\xff" + bytes(8) + b"\x7f\x03\x00" + b"NULL".ljust(20, b"\0") + bytes(32)
 

@@ -13,10 +13,10 @@ import pytest
 
 from circusd.control.tcp_diag import GREETING, _diag_table, _proc_table
 from tests.conftest import ServiceUser
+from tests.security.conftest import SYSTEM_PYTHON
 
 pytestmark = pytest.mark.root
 
-SYSTEM_PYTHON = "/usr/bin/python3"
 CLIENT = """
 import socket, sys
 held = []

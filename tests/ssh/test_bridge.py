@@ -13,6 +13,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import paramiko
@@ -32,22 +33,28 @@ class ThreadOnly(TunnelTransport):
     _channel_handler_table = paramiko.Transport._channel_handler_table
 
 
-def serve_once(path: Path, data: bytes) -> threading.Thread:
-    """A unix socket at ``path`` that writes ``data`` to its first client."""
+def serve(path: Path, handle: Callable[[socket.socket], None]) -> threading.Thread:
+    """A unix socket at ``path`` whose first client is given to ``handle``."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     listener.listen(1)
     listener.settimeout(30)
 
-    def serve() -> None:
+    def run() -> None:
         with listener:
             connection, _ = listener.accept()
+            connection.settimeout(30)
             with connection:
-                connection.sendall(data)
+                handle(connection)
 
-    thread = threading.Thread(target=serve, daemon=True)
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
+
+
+def serve_once(path: Path, data: bytes) -> threading.Thread:
+    """A unix socket at ``path`` that writes ``data`` to its first client."""
+    return serve(path, lambda connection: connection.sendall(data))
 
 
 @pytest.mark.timeout(60)
@@ -90,25 +97,15 @@ def test_bytes_from_the_server_stay_in_order_when_the_reader_lags(
 def serve_until_closed(path: Path) -> threading.Thread:
     """A unix socket at ``path`` that writes to its first client until the
     connection is closed, whatever the client sends (or stops sending)."""
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    listener.listen(1)
-    listener.settimeout(30)
 
-    def serve() -> None:
-        with listener:
-            connection, _ = listener.accept()
-            connection.settimeout(30)
-            with connection:
-                try:
-                    while True:
-                        connection.sendall(PATTERN[:65536])
-                except OSError:
-                    pass
+    def flood(connection: socket.socket) -> None:
+        try:
+            while True:
+                connection.sendall(PATTERN[:65536])
+        except OSError:
+            pass
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    return thread
+    return serve(path, flood)
 
 
 @pytest.mark.timeout(60)

@@ -32,7 +32,7 @@ from typing import Any, NoReturn, cast
 import paramiko
 import zmq
 
-ENABLED = True  # False: DEALER sockets use the bridge too (the bench compares)
+ENABLED = True  # False: DEALER sockets use the bridge too (to compare the two)
 
 # The greeting (64 octets): signature, version 3.0, mechanism, as-server, filler.
 SIGNATURE = b"\xff" + bytes(8) + b"\x7f"
